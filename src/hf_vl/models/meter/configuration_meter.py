@@ -1,0 +1,130 @@
+"""METER configuration.
+
+METER (Dou et al., "An Empirical Study of Training End-to-End Vision-and-Language Transformers", CVPR 2022,
+https://arxiv.org/abs/2111.02387, code: https://github.com/zdou0830/METER) joins a pretrained vision encoder
+and a pretrained text encoder with a stack of fusion layers.
+"""
+
+from typing import Literal
+
+from transformers import AutoConfig
+from transformers.configuration_utils import PreTrainedConfig, SubConfigSpec
+
+
+# Vision towers whose first output token is a [CLS] token; every other tower is mean-pooled (METER with Swin).
+_CLS_TOKEN_VISION_TYPES = ("clip_vision_model", "vit", "deit", "beit", "dinov2", "siglip_vision_model")
+
+METER_DEFAULT_NUM_VQA_LABELS = 3129
+
+
+class MeterConfig(PreTrainedConfig):
+    r"""Configuration of a [`MeterModel`]; the defaults reproduce METER-CLIP16-RoBERTa (base).
+
+    Args:
+        text_config (`dict` or `PreTrainedConfig`, *optional*):
+            Configuration of the text encoder, any `transformers` text encoder (RoBERTa-base by default, BERT works too).
+        vision_config (`dict` or `PreTrainedConfig`, *optional*):
+            Configuration of the vision encoder: CLIP vision (default: ViT-B/16 at 288 px with 11 of CLIP's 12 blocks,
+            as METER keeps all but the last CLIP block), Swin or ViT.
+        hidden_size (`int`, defaults to 768): width of the fusion layers.
+        num_attention_heads (`int`, defaults to 12): heads of every fusion attention.
+        intermediate_size (`int`, defaults to 3072): feed-forward width of the fusion layers.
+        num_fusion_layers (`int`, defaults to 6): co-attention layers per stream (M=6 in the paper); for
+            `fusion_type="merged_attention"` the number of single-stream layers (the paper uses 12).
+        fusion_type (`str`, defaults to `"co_attention"`): `"co_attention"` (two streams, each layer: self-attention,
+            cross-attention to the other stream, FFN; both streams updated in parallel) or `"merged_attention"`
+            (concatenated streams through single-stream BERT layers).
+        hidden_act (`str`, defaults to `"gelu"`): activation of the fusion FFNs and heads.
+        hidden_dropout_prob (`float`, defaults to 0.1), attention_probs_dropout_prob (`float`, defaults to 0.1).
+        layer_norm_eps (`float`, defaults to 1e-12): LayerNorm eps of the fusion layers and MLM head.
+        classifier_layer_norm_eps (`float`, defaults to 1e-5): LayerNorm eps inside the task heads.
+        modality_type_vocab_size (`int`, defaults to 2): rows of the token-type (modality) table: 0 = text, 1 = image;
+            NLVR2 uses 3 (the second image gets type 2).
+        image_pooling (`str`, *optional*): `"cls"` or `"mean"`; by default `"cls"` for towers with a [CLS] token
+            (CLIP, ViT) and `"mean"` otherwise (Swin), as in METER.
+        initializer_range (`float`, defaults to 0.02): std of the normal init of new weights.
+        mim_mask_probability (`float`, defaults to 0.15): share of image patches masked by the masked patch
+            classification objective of [`MeterForPreTraining`] (used when `mim_labels` is not given).
+        num_labels (`int`, defaults to 3129): answers of the VQA head (VQAv2's 3,129); set 2 for NLVR2, 3 for SNLI-VE.
+
+    Example:
+
+    ```python
+    >>> from hf_vl import MeterConfig, MeterModel
+    >>> config = MeterConfig()
+    >>> model = MeterModel(config)  # METER-CLIP16-RoBERTa, randomly initialised
+    ```
+    """
+
+    model_type = "meter"
+    sub_configs_defaults = {
+        "text_config": SubConfigSpec(config_class=AutoConfig, model_type="roberta"),
+        "vision_config": SubConfigSpec(
+            config_class=AutoConfig,
+            model_type="clip_vision_model",
+            init_kwargs={
+                "hidden_size": 768,
+                "intermediate_size": 3072,
+                "num_attention_heads": 12,
+                "num_hidden_layers": 11,
+                "patch_size": 16,
+                "image_size": 288,
+            },
+        ),
+    }
+
+    text_config: dict | PreTrainedConfig | None = None
+    vision_config: dict | PreTrainedConfig | None = None
+    hidden_size: int = 768
+    num_attention_heads: int = 12
+    intermediate_size: int = 3072
+    num_fusion_layers: int = 6
+    fusion_type: Literal["co_attention", "merged_attention"] = "co_attention"
+    hidden_act: str = "gelu"
+    hidden_dropout_prob: float = 0.1
+    attention_probs_dropout_prob: float = 0.1
+    layer_norm_eps: float = 1e-12
+    classifier_layer_norm_eps: float = 1e-5
+    modality_type_vocab_size: int = 2
+    image_pooling: Literal["cls", "mean"] | None = None
+    initializer_range: float = 0.02
+    mim_mask_probability: float = 0.15
+    tie_word_embeddings: bool = False
+
+    def __post_init__(self, **kwargs):
+        if self.id2label is None and kwargs.get("num_labels") is None:
+            kwargs["num_labels"] = METER_DEFAULT_NUM_VQA_LABELS
+        super().__post_init__(**kwargs)
+        if self.image_pooling is None:
+            vision_type = getattr(self.vision_config, "model_type", "")
+            self.image_pooling = "cls" if vision_type in _CLS_TOKEN_VISION_TYPES else "mean"
+        self._validate_meter_fields()
+
+    def _validate_meter_fields(self):
+        if self.hidden_size % self.num_attention_heads != 0:
+            raise ValueError(
+                f"`hidden_size` ({self.hidden_size}) must be a multiple of `num_attention_heads` "
+                f"({self.num_attention_heads})."
+            )
+        if self.fusion_type not in ("co_attention", "merged_attention"):
+            raise ValueError(
+                f"`fusion_type` must be 'co_attention' or 'merged_attention', got {self.fusion_type!r}."
+            )
+        if self.image_pooling not in ("cls", "mean"):
+            raise ValueError(f"`image_pooling` must be 'cls' or 'mean', got {self.image_pooling!r}.")
+        if self.num_fusion_layers < 1:
+            raise ValueError(f"`num_fusion_layers` must be >= 1, got {self.num_fusion_layers}.")
+        if self.modality_type_vocab_size < 2:
+            raise ValueError(
+                f"`modality_type_vocab_size` must be >= 2 (text and image), got {self.modality_type_vocab_size}."
+            )
+        for name in ("hidden_dropout_prob", "attention_probs_dropout_prob", "mim_mask_probability"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"`{name}` must be in [0, 1], got {value}.")
+        for name in ("text_config", "vision_config"):
+            if not hasattr(getattr(self, name), "hidden_size"):
+                raise ValueError(f"`{name}` must describe an encoder with a `hidden_size`, got {getattr(self, name)!r}.")
+
+
+__all__ = ["MeterConfig"]
