@@ -366,6 +366,21 @@ class MeterPreTrainedModel(PreTrainedModel):
         elif isinstance(module, MeterMLMHead):
             init.zeros_(module.bias)
 
+    def enable_input_require_grads(self):
+        """Makes the outputs of both towers' input embeddings require grad (adapters + gradient checkpointing).
+
+        Overridden because some vision towers' patch embeddings return tuples (Swin), which the generic hook of
+        `PreTrainedModel` cannot handle.
+        """
+
+        def make_output_require_grads(module, inputs, output):
+            (output[0] if isinstance(output, tuple) else output).requires_grad_(True)
+
+        base = self.base_model
+        embeddings = (base.text_model.get_input_embeddings(), base.vision_model.get_input_embeddings())
+        self._require_grads_hooks = [e.register_forward_hook(make_output_require_grads) for e in embeddings]
+        self._require_grads_hook = self._require_grads_hooks[0]
+
 
 def _extended_attention_mask(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """(B, L) 1/0 mask -> additive (B, 1, 1, L) mask for every query."""
@@ -410,6 +425,12 @@ class MeterModel(MeterPreTrainedModel):
         self.cross_modal_text_pooler = MeterPooler(config)
         self.cross_modal_image_pooler = MeterPooler(config)
         self.post_init()
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.text_model.get_input_embeddings()
+
+    def set_input_embeddings(self, value: nn.Module) -> None:
+        self.text_model.set_input_embeddings(value)
 
     # --- construction helpers -----------------------------------------------------------------------------------------
 

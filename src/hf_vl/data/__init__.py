@@ -1,0 +1,61 @@
+"""Data utilities of hf_vl: dataset builders, VQA answer processing and pre-training collators.
+
+- :mod:`hf_vl.data.easy_vqa`: the easy-VQA dataset built offline from the ``easy-vqa`` package.
+- :mod:`hf_vl.data.vqa`: official VQA answer normalisation, soft scores, answer vocabularies.
+- :mod:`hf_vl.data.collators`: masked language modelling (token, whole-word, InterBERT span) and
+  image-text matching negatives (random or hard).
+"""
+
+from .collators import (
+    IMAGE_INPUT_KEYS,
+    DataCollatorForImageTextMatching,
+    DataCollatorForSpanMasking,
+    DataCollatorForVLMaskedLM,
+    sample_hard_negatives,
+    sample_span_word_mask,
+)
+from .easy_vqa import (
+    EASY_VQA_ANSWERS,
+    EASY_VQA_NUM_IMAGES,
+    EASY_VQA_NUM_QUESTIONS,
+    EASY_VQA_SPLITS,
+    easy_vqa_answer_vocab,
+    easy_vqa_features,
+    easy_vqa_id2label,
+    easy_vqa_label2id,
+    load_easy_vqa,
+)
+from .vqa import (
+    answers_to_soft_target,
+    build_answer_vocab,
+    normalize_vqa_answer,
+    process_digit_article,
+    process_punctuation,
+    soft_target_tensor,
+    vqa_soft_score,
+)
+
+__all__ = [
+    "EASY_VQA_ANSWERS",
+    "EASY_VQA_NUM_IMAGES",
+    "EASY_VQA_NUM_QUESTIONS",
+    "EASY_VQA_SPLITS",
+    "IMAGE_INPUT_KEYS",
+    "DataCollatorForImageTextMatching",
+    "DataCollatorForSpanMasking",
+    "DataCollatorForVLMaskedLM",
+    "answers_to_soft_target",
+    "build_answer_vocab",
+    "easy_vqa_answer_vocab",
+    "easy_vqa_features",
+    "easy_vqa_id2label",
+    "easy_vqa_label2id",
+    "load_easy_vqa",
+    "normalize_vqa_answer",
+    "process_digit_article",
+    "process_punctuation",
+    "sample_hard_negatives",
+    "sample_span_word_mask",
+    "soft_target_tensor",
+    "vqa_soft_score",
+]

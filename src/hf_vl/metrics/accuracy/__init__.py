@@ -1,0 +1,1 @@
+"""The `accuracy` evaluate module of hf_vl (see `accuracy.py`)."""
