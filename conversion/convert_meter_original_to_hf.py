@@ -13,16 +13,16 @@ original checkpoint holds the heads its `loss_names` enabled; every head present
 
 The conversion follows timm's `checkpoint_filter_fn` habit: a regex table of key renames, a few named tensor fix-ups
 (split the fused q/k/v projections of CLIP and Swin, drop unused buffers), a strict load into the HF model (only
-parameters that original checkpoints never have, e.g. `mim_score`, may be missing) and a comparison with outputs
-recorded by the original code. Everything the HF configs need is read from the tensors (sizes, layer counts, image
-resolution, head counts where they can be seen); what tensors cannot tell (attention heads of a text tower narrower
-than 64 per head, LayerNorm eps) comes from `--original-config` or the pretrained defaults METER used (roberta-base /
-bert-base-uncased).
+head modules an original checkpoint lacks as a whole, e.g. `mim_score`, may stay initialised; they are reported as
+new) and a comparison with outputs recorded by the original code. Everything the HF configs need is read from the
+tensors (sizes, layer counts, image resolution, head counts where they can be seen); what tensors cannot tell
+(attention heads of a tower whose heads are not 64 wide, LayerNorm eps, dropout) comes from `--original-config` or
+the pretrained defaults METER used (roberta-base / bert-base-uncased).
 
 Usage:
 
     python conversion/convert_meter_original_to_hf.py --checkpoint-path meter_clip16_288_roberta_vqa.ckpt \\
-        --output-dir converted/meter-vqa --task vqa --answer-vocab vqa_answers.json --tokenizer roberta-base
+        --output-dir converted/meter-vqa --task vqa --answer-vocab vqa_answers.json --tokenizer path/to/roberta-base
 
     # every head of a checkpoint, checked against outputs recorded with the original code:
     python conversion/convert_meter_original_to_hf.py --checkpoint-path tests/fixtures/meter_clip/checkpoint.ckpt \\
@@ -69,8 +69,10 @@ TASK_CLASSES = {
     "retrieval": MeterForImageAndTextRetrieval,
 }
 
-# HF parameters that original checkpoints never contain: left at their initialisation and reported as "new".
-NEW_PARAMETER_PATTERNS = {"pretraining": (r"^mim_score\.",)}
+# Head modules an original checkpoint may lack AS A WHOLE: left at their initialisation and reported as "new".
+# `mim_score` never exists in METER checkpoints; an IRTR fine-tuned checkpoint keeps `itm_score` (its `rank_output`
+# is initialised from it) but has no `mlm_score`. A module present only in part is still an error.
+OPTIONAL_HEAD_PREFIXES = {"pretraining": ("mim_score.", "mlm_score.", "itm_score.")}
 
 # ----------------------------------------------------------------------------------------------------------------------
 # Key tables
@@ -97,7 +99,8 @@ FUSED_QKV_RENAMES = (
 # One original tensor -> one HF tensor of the base model (`meter.` prefix).
 BASE_RENAMES = (
     # text tower (transformers RobertaModel / BertModel, same names)
-    (r"^text_transformer\.((?:embeddings|encoder)\..+)$", r"meter.text_model.\1"),
+    (r"^text_transformer\.(embeddings\.(?:word|position|token_type)_embeddings\.weight)$", r"meter.text_model.\1"),
+    (r"^text_transformer\.(embeddings\.LayerNorm\.(?:weight|bias)|encoder\.layer\..+)$", r"meter.text_model.\1"),
     # fusion module (names kept from the original)
     (r"^((?:cross_modal_(?:text|image)_(?:transform|pooler|layers)|token_type_embeddings)\..+)$", r"meter.\1"),
     # OpenAI CLIP visual tower -> transformers CLIPVisionModel
@@ -426,7 +429,15 @@ def _split_fused_qkv(tensor: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, 
     """(3 * D, ...) fused projection (rows q, k, v) -> three (D, ...) tensors."""
     if tensor.shape[0] % 3:
         raise ValueError(f"Fused q/k/v tensor has {tensor.shape[0]} rows, not a multiple of 3.")
-    return tuple(part.clone() for part in tensor.chunk(3, dim=0))
+    return tensor.chunk(3, dim=0)
+
+
+def _matching_rules(key: str) -> list[tuple[str, str, str, str | None]]:
+    """Every rule of the key tables that matches `key`, as (kind, pattern, replacement, task)."""
+    rules = [("drop", p, "", None) for p in DROPPED_KEY_PATTERNS]
+    rules += [("fused", p, r, None) for p, r in FUSED_QKV_RENAMES] + [("base", p, r, None) for p, r in BASE_RENAMES]
+    rules += [("head", p, r, task) for p, task, r in HEAD_RENAMES]
+    return [rule for rule in rules if re.match(rule[1], key)]
 
 
 def rename_state_dict(state_dict: dict) -> tuple[dict, dict[str, dict], list[str]]:
@@ -434,7 +445,7 @@ def rename_state_dict(state_dict: dict) -> tuple[dict, dict[str, dict], list[str
 
     Every original key must match exactly one rule and every HF key may be written once; anything else raises.
     """
-    base, heads, dropped, unknown = {}, defaultdict(dict), [], []
+    base, heads, dropped, unknown, num_fused = {}, defaultdict(dict), [], [], 0
 
     def put(target: dict, key: str, value: torch.Tensor, source: str):
         if key in target:
@@ -442,21 +453,23 @@ def rename_state_dict(state_dict: dict) -> tuple[dict, dict[str, dict], list[str
         target[key] = value.detach().clone().contiguous()  # also unties shared storage (rank_output / itm_score)
 
     for source, tensor in state_dict.items():
-        if any(re.match(pattern, source) for pattern in DROPPED_KEY_PATTERNS):
+        rules = _matching_rules(source)
+        if len(rules) != 1:
+            if rules:
+                raise ValueError(f"{source!r} matches several conversion rules: {[rule[1] for rule in rules]}.")
+            unknown.append(source)
+            continue
+        kind, pattern, replacement, task = rules[0]
+        if kind == "drop":
             dropped.append(source)
-        elif fused := next(((p, r) for p, r in FUSED_QKV_RENAMES if re.match(p, source)), None):
-            template = re.sub(fused[0], fused[1], source)
+        elif kind == "fused":
+            template, num_fused = re.sub(pattern, replacement, source), num_fused + 1
             for name, part in zip("qkv", _split_fused_qkv(tensor)):
                 put(base, template.format(name), part, source)
-        elif renamed := next(((p, r) for p, r in BASE_RENAMES if re.match(p, source)), None):
-            put(base, re.sub(renamed[0], renamed[1], source), tensor, source)
-        elif head := next(((p, t, r) for p, t, r in HEAD_RENAMES if re.match(p, source)), None):
-            put(heads[head[1]], re.sub(head[0], head[2], source), tensor, source)
         else:
-            unknown.append(source)
+            put(base if kind == "base" else heads[task], re.sub(pattern, replacement, source), tensor, source)
     if unknown:
         raise ValueError(f"{len(unknown)} original key(s) match no conversion rule: {unknown}.")
-    num_fused = sum(1 for key in state_dict if any(re.match(p, key) for p, _ in FUSED_QKV_RENAMES))
     num_written = len(base) + sum(len(h) for h in heads.values())
     assert num_written + len(dropped) == len(state_dict) + 2 * num_fused, "every original key is used exactly once"
     return base, dict(heads), dropped
@@ -553,7 +566,8 @@ def convert_state_dict(
 
 def load_converted_model(task: str, config: MeterConfig, state_dict: dict[str, torch.Tensor]):
     """Builds the HF model of `task` and loads `state_dict` strictly: every tensor must find a parameter of the same
-    shape, and only parameters original checkpoints lack (`NEW_PARAMETER_PATTERNS`) may stay initialised.
+    shape, and only head modules absent as a whole from the checkpoint (`OPTIONAL_HEAD_PREFIXES`) may stay
+    initialised.
 
     Returns `(model in eval mode, sorted list of new parameter names)`.
     """
@@ -561,7 +575,8 @@ def load_converted_model(task: str, config: MeterConfig, state_dict: dict[str, t
     expected = model.state_dict()
     unexpected = sorted(set(state_dict) - set(expected))
     missing = sorted(set(expected) - set(state_dict))
-    new = [k for k in missing if any(re.match(p, k) for p in NEW_PARAMETER_PATTERNS.get(task, ()))]
+    absent = [p for p in OPTIONAL_HEAD_PREFIXES.get(task, ()) if not any(k.startswith(p) for k in state_dict)]
+    new = [k for k in missing if k.startswith(tuple(absent))]
     not_allowed = sorted(set(missing) - set(new))
     if unexpected or not_allowed:
         raise ValueError(

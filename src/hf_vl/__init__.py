@@ -37,14 +37,23 @@ from .models.meter import (
 __version__ = "0.1.0"
 
 
+# (Auto class, hf_vl class) pairs; transformers' own Auto classes also go into a saved checkpoint's `auto_map`.
+MODEL_AUTO_CLASSES = {
+    "meter": (
+        (AutoModel, MeterModel),
+        (AutoModelForPreTraining, MeterForPreTraining),
+        (AutoModelForVisualQuestionAnswering, MeterForQuestionAnswering),
+        (AutoModelForImageAndTextRetrieval, MeterForImageAndTextRetrieval),
+        (AutoModelForImagesAndTextClassification, MeterForImagesAndTextClassification),
+        (AutoModelForImageTextClassification, MeterForImageTextClassification),
+    ),
+}
+
+
 def _register_meter() -> None:
     AutoConfig.register("meter", MeterConfig, exist_ok=True)
-    AutoModel.register(MeterConfig, MeterModel, exist_ok=True)
-    AutoModelForPreTraining.register(MeterConfig, MeterForPreTraining, exist_ok=True)
-    AutoModelForVisualQuestionAnswering.register(MeterConfig, MeterForQuestionAnswering, exist_ok=True)
-    AutoModelForImageAndTextRetrieval.register(MeterConfig, MeterForImageAndTextRetrieval, exist_ok=True)
-    AutoModelForImagesAndTextClassification.register(MeterConfig, MeterForImagesAndTextClassification, exist_ok=True)
-    AutoModelForImageTextClassification.register(MeterConfig, MeterForImageTextClassification, exist_ok=True)
+    for auto_class, model_class in MODEL_AUTO_CLASSES["meter"]:
+        auto_class.register(MeterConfig, model_class, exist_ok=True)
     # one PIL/numpy implementation for both backends (no torchvision needed)
     AutoImageProcessor.register(
         MeterConfig,

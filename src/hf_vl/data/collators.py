@@ -440,7 +440,7 @@ def sample_span_word_mask(
     max_span_extension: int = 2,
     generator: torch.Generator | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """InterBERT span sampling over words (Lin et al., 2020, Sec. 3.2, masked segment modelling).
+    """InterBERT span sampling over words (Lin et al., 2020, masked segment modelling).
 
     Each word is an anchor with probability ``anchor_probability``; an anchor masks itself and the
     next ``e ~ Uniform{0, ..., max_span_extension}`` words, cut at the end of its text segment.
@@ -575,8 +575,8 @@ def sample_hard_negatives(
     """Sample one hard negative per row from a square similarity matrix (ALBEF / VLMo hard negative mining).
 
     Row ``i`` draws column ``j != i`` with probability ``softmax(similarity[i] / temperature)`` over the
-    allowed columns, so more similar (harder) negatives are drawn more often (ALBEF, Li et al. 2021,
-    Sec. 3.2; VLMo, Bao et al. 2022, Sec. 2.2). Pass an all-zero matrix for uniform random negatives.
+    allowed columns, so more similar (harder) negatives are drawn more often (ALBEF, Li et al. 2021;
+    VLMo, Bao et al. 2022). Pass an all-zero matrix for uniform random negatives.
     The similarity is detached: sampling takes no gradient.
 
     Args:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import AutoConfig, AutoModel, PreTrainedModel
+from transformers import AutoConfig, AutoModel, PreTrainedConfig, PreTrainedModel
 from transformers import initialization as init
 from transformers.activations import ACT2FN
 from transformers.modeling_layers import GradientCheckpointingLayer
@@ -366,6 +366,58 @@ class MeterPreTrainedModel(PreTrainedModel):
         elif isinstance(module, MeterMLMHead):
             init.zeros_(module.bias)
 
+    @classmethod
+    def from_text_vision_pretrained(
+        cls,
+        text_model_name_or_path: str,
+        vision_model_name_or_path,
+        text_model_kwargs: dict | None = None,
+        vision_model_kwargs: dict | None = None,
+        **config_kwargs,
+    ) -> "MeterModel":
+        """Builds METER from a pretrained text encoder and a pretrained vision encoder; fusion layers and heads are
+        randomly initialised (the paper's recipe).
+
+        Args:
+            text_model_name_or_path: any transformers text encoder (RoBERTa, BERT, MiniLM ...).
+            vision_model_name_or_path: a CLIP (vision or full), ViT or Swin checkpoint; a `PreTrainedConfig` or a
+                config dict instead builds a randomly initialised vision tower.
+            text_model_kwargs / vision_model_kwargs: passed to `from_pretrained` of the tower (e.g.
+                `{"num_hidden_layers": 3}` keeps the first 3 layers).
+            config_kwargs: [`MeterConfig`] fields (e.g. `hidden_size=384, num_fusion_layers=2, num_labels=13`).
+
+        Called on a head class (`MeterForQuestionAnswering.from_text_vision_pretrained(...)`) it returns that head.
+
+        Example:
+
+        ```python
+        >>> model = MeterForQuestionAnswering.from_text_vision_pretrained("roberta-base", "openai/clip-vit-base-patch16")
+        ```
+        """
+        text_model_kwargs = dict(text_model_kwargs or {})
+        text_config = AutoConfig.from_pretrained(text_model_name_or_path, **text_model_kwargs)
+        text_model = AutoModel.from_pretrained(
+            text_model_name_or_path, config=text_config, **_text_encoder_kwargs(text_config)
+        )
+        vision_model = None
+        if isinstance(vision_model_name_or_path, (dict, PreTrainedConfig)):
+            vision_config = vision_model_name_or_path
+            vision_config = vision_config.to_dict() if isinstance(vision_config, PreTrainedConfig) else vision_config
+        else:
+            loaded = AutoConfig.from_pretrained(vision_model_name_or_path, **(vision_model_kwargs or {}))
+            loaded = getattr(loaded, "vision_config", loaded)  # CLIPConfig -> CLIPVisionConfig
+            vision_model = AutoModel.from_pretrained(
+                vision_model_name_or_path, config=loaded, **_vision_encoder_kwargs(loaded)
+            )
+            vision_config = loaded.to_dict()
+        config = MeterConfig(text_config=text_config.to_dict(), vision_config=vision_config, **config_kwargs)
+        model = cls(config)
+        base = model.base_model
+        base.text_model.load_state_dict(text_model.state_dict())
+        if vision_model is not None:
+            base.vision_model.load_state_dict(vision_model.state_dict())
+        return model
+
     def enable_input_require_grads(self):
         """Makes the outputs of both towers' input embeddings require grad (adapters + gradient checkpointing).
 
@@ -433,35 +485,6 @@ class MeterModel(MeterPreTrainedModel):
         self.text_model.set_input_embeddings(value)
 
     # --- construction helpers -----------------------------------------------------------------------------------------
-
-    @classmethod
-    def from_text_vision_pretrained(
-        cls, text_model_name_or_path: str, vision_model_name_or_path: str, **config_kwargs
-    ) -> "MeterModel":
-        """Builds METER from any pretrained text encoder and vision encoder (fusion layers randomly initialised).
-
-        `config_kwargs` go to [`MeterConfig`] (e.g. `hidden_size=384, num_fusion_layers=2`). For a CLIP checkpoint
-        holding both towers, only the vision tower is used. Called on a head class (e.g.
-        `MeterForQuestionAnswering.from_text_vision_pretrained`) it returns that head around the new base.
-
-        Example:
-
-        ```python
-        >>> model = MeterModel.from_text_vision_pretrained("roberta-base", "openai/clip-vit-base-patch16")
-        ```
-        """
-        text_model = AutoModel.from_pretrained(text_model_name_or_path, **_text_encoder_kwargs(text_model_name_or_path))
-        vision_config = AutoConfig.from_pretrained(vision_model_name_or_path)
-        vision_config = getattr(vision_config, "vision_config", vision_config)  # CLIPConfig -> CLIPVisionConfig
-        vision_model = AutoModel.from_pretrained(
-            vision_model_name_or_path, config=vision_config, **_vision_encoder_kwargs(vision_config)
-        )
-        config = MeterConfig(text_config=text_model.config.to_dict(), vision_config=vision_config.to_dict(), **config_kwargs)
-        model = cls(config)
-        base = model if isinstance(model, MeterModel) else getattr(model, cls.base_model_prefix)
-        base.text_model.load_state_dict(text_model.state_dict())
-        base.vision_model.load_state_dict(vision_model.state_dict())
-        return model
 
     def pretrained_parameter_names(self) -> set[str]:
         """Names of the parameters that come from the pretrained towers (METER trains them with a smaller LR)."""

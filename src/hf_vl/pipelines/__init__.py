@@ -1,0 +1,75 @@
+"""Task pipelines for hf_vl models, usable through `transformers.pipeline(task, model=...)` after `import hf_vl`.
+
+| task (alias) | pipeline | model class loaded | call |
+|---|---|---|---|
+| `"vl-question-answering"` (`"vqa"`) | `VLQuestionAnsweringPipeline` | `AutoModelForVisualQuestionAnswering` | `pipe(image=..., question=..., top_k=5)` -> `[{"answer", "score"}]` |
+| `"image-text-retrieval"` | `ImageTextRetrievalPipeline` | `AutoModelForImageTextMatching` (retrieval head or ITM pre-training head, as saved) | `pipe(image, candidate_texts=[...])` -> `[{"text", "score", "probability"}]`; `pipe(text=..., candidate_images=[...])` -> `[{"image_index", "score", "probability"}]` |
+| `"itm-zero-shot-image-classification"` | `ITMZeroShotImageClassificationPipeline` | `AutoModelForImageTextMatching` | `pipe(image, candidate_labels=[...], hypothesis_template="a photo of a {}.")` -> `[{"label", "score"}]` |
+
+transformers v5 refuses the task name `"visual-question-answering"` (removed task), hence `"vl-question-answering"`.
+It also lists `"vqa"` as removed: `register_pipelines()` takes `"vqa"` off that list (only that alias) and points it
+at `"vl-question-answering"`.
+
+Every pipeline loads the checkpoint's processor (`AutoProcessor`, e.g. `MeterProcessor`) automatically; pass
+`processor=` to override. No task has a default checkpoint (nothing is downloaded): pass `model=`.
+"""
+
+from transformers import AutoModelForVisualQuestionAnswering
+
+from .image_text_matching import AutoModelForImageTextMatching, ImageTextMatchingPipeline
+from .image_text_retrieval import ImageTextRetrievalPipeline
+from .itm_zero_shot_image_classification import ITMZeroShotImageClassificationPipeline
+from .vl_question_answering import VLQuestionAnsweringPipeline
+
+
+# task name -> pipeline class
+SUPPORTED_TASKS = {
+    "vl-question-answering": VLQuestionAnsweringPipeline,
+    "image-text-retrieval": ImageTextRetrievalPipeline,
+    "itm-zero-shot-image-classification": ITMZeroShotImageClassificationPipeline,
+}
+
+# alias -> task name
+TASK_ALIASES = {"vqa": "vl-question-answering"}
+
+# task name -> model class(es) `pipeline(task, model=path)` loads the checkpoint with
+TASK_MODEL_CLASSES = {
+    "vl-question-answering": (AutoModelForVisualQuestionAnswering,),
+    "image-text-retrieval": (AutoModelForImageTextMatching,),
+    "itm-zero-shot-image-classification": (AutoModelForImageTextMatching,),
+}
+
+
+def register_pipelines() -> None:
+    """Register every hf_vl task (and alias) with `transformers.pipelines.PIPELINE_REGISTRY`. Idempotent."""
+    import transformers.pipelines as transformers_pipelines
+    from transformers.pipelines import PIPELINE_REGISTRY
+
+    for task, pipeline_class in SUPPORTED_TASKS.items():
+        current = PIPELINE_REGISTRY.supported_tasks.get(task)
+        if current is not None and current.get("impl") is pipeline_class:
+            continue
+        PIPELINE_REGISTRY.register_pipeline(
+            task,
+            pipeline_class=pipeline_class,
+            pt_model=TASK_MODEL_CLASSES[task],
+            type="multimodal",
+        )
+    removed_tasks = getattr(transformers_pipelines, "REMOVED_TASKS", {})
+    for alias, task in TASK_ALIASES.items():
+        # transformers v5 lists "vqa" among the removed tasks and refuses it before looking at aliases
+        removed_tasks.pop(alias, None)
+        PIPELINE_REGISTRY.task_aliases[alias] = task
+
+
+__all__ = [
+    "AutoModelForImageTextMatching",
+    "ITMZeroShotImageClassificationPipeline",
+    "ImageTextMatchingPipeline",
+    "ImageTextRetrievalPipeline",
+    "SUPPORTED_TASKS",
+    "TASK_ALIASES",
+    "TASK_MODEL_CLASSES",
+    "VLQuestionAnsweringPipeline",
+    "register_pipelines",
+]

@@ -1,0 +1,195 @@
+"""Image-text retrieval: task `"image-text-retrieval"`.
+
+Ranks candidate texts for an image (image -> text retrieval) or candidate images for a text (text -> image
+retrieval) by the model's match score, scoring `batch_size` pairs per forward pass.
+"""
+
+from __future__ import annotations
+
+import types
+from typing import Any
+
+import torch
+import torch.utils.data
+from transformers.pipelines.base import build_pipeline_init_args
+from transformers.utils import add_end_docstrings
+
+from ._utils import (
+    as_image_list,
+    check_single_image,
+    check_text,
+    check_text_list,
+    check_top_k,
+    describe,
+    processor_outputs,
+    to_model_dtype,
+)
+from .image_text_matching import ImageTextMatchingPipeline
+
+
+TASK = "image-text-retrieval"
+_QUERY_KEYS = {"image": "candidate_texts", "text": "candidate_images"}
+
+
+@add_end_docstrings(build_pipeline_init_args(has_processor=True))
+class ImageTextRetrievalPipeline(ImageTextMatchingPipeline):
+    """
+    Ranks candidates by the image-text match score of a retrieval head (`AutoModelForImageAndTextRetrieval`, e.g.
+    `MeterForImageAndTextRetrieval`) or of the ITM head of a pre-training checkpoint (`MeterForPreTraining`).
+
+    Example:
+
+    ```python
+    >>> import hf_vl  # registers the task
+    >>> from transformers import pipeline
+    >>> retrieve = pipeline("image-text-retrieval", model="path/to/meter-retrieval")
+    >>> retrieve("shape.png", candidate_texts=["a red circle", "a blue square"])
+    [{'text': 'a blue square', 'score': 2.1, 'probability': 0.89}, {'text': 'a red circle', 'score': -1.3, ...}]
+    >>> retrieve(text="a blue square", candidate_images=["a.png", "b.png", "c.png"], top_k=1)
+    [{'image_index': 2, 'score': 2.4, 'probability': 0.92}]
+    ```
+
+    Call arguments:
+        image: the query image (PIL image, path/URL or numpy array), a list of query images, a
+            `{"image", "candidate_texts"}` dict or a list of dicts; used with `candidate_texts`.
+        candidate_texts (`list[str]`): the texts to rank for each query image.
+        text (`str` or `list[str]`): the query text(s), or `{"text", "candidate_images"}` dicts; used with
+            `candidate_images`.
+        candidate_images (`list`): the images to rank for each query text.
+        top_k (`int`, *optional*): keep the best `top_k` candidates (default: all).
+        batch_size (`int`, *optional*, defaults to 8): (image, text) pairs per forward pass.
+
+    Returns, per query, a list sorted by decreasing score of `{"text", "score", "probability"}` (image -> text) or
+    `{"image_index", "score", "probability"}` (text -> image; the index into `candidate_images`). `score` is the
+    match logit of a retrieval head, or the ITM match probability (softmax index 1) of a pre-training head;
+    `probability` is the match probability in both cases (sigmoid of the match logit).
+    """
+
+    task_name = TASK
+
+    def _sanitize_parameters(self, top_k=None, **kwargs):
+        if kwargs:
+            raise TypeError(f"{type(self).__name__} got unexpected arguments {sorted(kwargs)}.")
+        postprocess_params = {}
+        if top_k is not None:
+            postprocess_params["top_k"] = check_top_k(top_k)
+        return {}, {}, postprocess_params
+
+    def __call__(
+        self,
+        image: Any = None,
+        candidate_texts: list[str] | None = None,
+        text: str | list[str] | None = None,
+        candidate_images: list | None = None,
+        **kwargs,
+    ):
+        """Rank `candidate_texts` for `image`, or `candidate_images` for `text`. See the class docstring."""
+        return super().__call__(self._build_inputs(image, candidate_texts, text, candidate_images), **kwargs)
+
+    @staticmethod
+    def _build_inputs(image, candidate_texts, text, candidate_images) -> Any:
+        explicit = candidate_texts is not None or text is not None or candidate_images is not None
+        if isinstance(image, dict) or (
+            isinstance(image, (list, tuple)) and image and all(isinstance(entry, dict) for entry in image)
+        ):
+            if explicit:
+                raise ValueError("Pass the query and its candidates inside the input dict(s) or as arguments, not both.")
+            return image if isinstance(image, dict) else list(image)
+        if not explicit and isinstance(image, (types.GeneratorType, torch.utils.data.Dataset)):
+            return image  # a dataset / generator of query dicts
+        if image is not None and text is not None:
+            raise ValueError(
+                f"The {TASK} pipeline ranks candidate texts for an image OR candidate images for a text: pass "
+                "`image` with `candidate_texts`, or `text` with `candidate_images`, not both `image` and `text`."
+            )
+        if image is not None:
+            if candidate_images is not None:
+                raise ValueError("`candidate_images` goes with a `text` query; with an `image` query pass `candidate_texts`.")
+            candidate_texts = check_text_list(candidate_texts, "candidate_texts", TASK)
+            images = as_image_list(image, "image")
+            if images is None:
+                return {"image": image, "candidate_texts": candidate_texts}
+            return [{"image": picture, "candidate_texts": candidate_texts} for picture in images]
+        if text is not None:
+            if candidate_texts is not None:
+                raise ValueError("`candidate_texts` goes with an `image` query; with a `text` query pass `candidate_images`.")
+            candidate_images = _check_candidate_images(candidate_images)
+            if isinstance(text, (list, tuple)):
+                if len(text) == 0:
+                    raise ValueError("`text` is an empty list: pass at least one query text.")
+                return [{"text": query, "candidate_images": candidate_images} for query in text]
+            return {"text": text, "candidate_images": candidate_images}
+        raise ValueError(
+            f"The {TASK} pipeline needs a query: `image` (with `candidate_texts`) or `text` (with `candidate_images`)."
+        )
+
+    def preprocess(self, inputs: dict):
+        if not isinstance(inputs, dict):
+            raise TypeError(
+                f"Each {TASK} input must be a dict with `image` and `candidate_texts`, or `text` and "
+                f"`candidate_images`; got {describe(inputs)}."
+            )
+        queries = [key for key in _QUERY_KEYS if key in inputs]
+        if len(queries) != 1:
+            raise ValueError(
+                f"Each {TASK} input needs exactly one query, `image` (with `candidate_texts`) or `text` (with "
+                f"`candidate_images`); got keys {sorted(inputs)}."
+            )
+        query = queries[0]
+        unknown = set(inputs) - {query, _QUERY_KEYS[query]}
+        if unknown:
+            raise ValueError(f"Unexpected keys {sorted(unknown)} in a {TASK} input with a `{query}` query.")
+        if query == "image":
+            image = check_single_image(inputs["image"], "image", TASK)
+            texts = check_text_list(inputs.get("candidate_texts"), "candidate_texts", TASK)
+            pixels = to_model_dtype(processor_outputs(self.processor, images=image), self.dtype)
+            for index, candidate in enumerate(texts):
+                yield {
+                    **processor_outputs(self.processor, text=candidate),
+                    **pixels,
+                    "candidate_text": candidate,
+                    "candidate_image_index": None,
+                    "is_last": index == len(texts) - 1,
+                }
+        else:
+            text = check_text(inputs["text"], "text", TASK)
+            images = _check_candidate_images(inputs.get("candidate_images"))
+            tokens = processor_outputs(self.processor, text=text)
+            for index, candidate in enumerate(images):
+                yield {
+                    **tokens,
+                    **to_model_dtype(processor_outputs(self.processor, images=candidate), self.dtype),
+                    "candidate_text": None,
+                    "candidate_image_index": index,
+                    "is_last": index == len(images) - 1,
+                }
+
+    def postprocess(self, model_outputs: list[dict], top_k: int | None = None):
+        results = []
+        for output in model_outputs:
+            logit = float(output["match_logit"].reshape(-1)[0])
+            entry = (
+                {"text": output["candidate_text"]}
+                if output["candidate_text"] is not None
+                else {"image_index": int(output["candidate_image_index"])}
+            )
+            entry["score"] = float(output["score"].reshape(-1)[0])
+            entry["probability"] = float(torch.tensor(logit).sigmoid())
+            results.append(entry)
+        results.sort(key=lambda entry: -entry["score"])  # stable: ties keep the candidate order
+        return results if top_k is None else results[:top_k]
+
+
+def _check_candidate_images(candidate_images: Any) -> list:
+    if candidate_images is None:
+        raise ValueError(f"The {TASK} pipeline needs `candidate_images` (a non-empty list of images) for a `text` query.")
+    images = as_image_list(candidate_images, "candidate_images")
+    if images is None:
+        raise TypeError(
+            f"`candidate_images` must be a list of images (PIL images, paths/URLs or arrays); got "
+            f"{describe(candidate_images)}."
+        )
+    return images
+
+
+__all__ = ["ImageTextRetrievalPipeline"]
