@@ -33,7 +33,13 @@ from transformers import (
 )
 
 import hf_vl
-from hf_vl.data import answers_to_soft_target, build_answer_vocab, load_easy_vqa, soft_target_tensor
+from hf_vl.data import (
+    answers_to_soft_target,
+    build_answer_vocab,
+    easy_vqa_answer_vocab,
+    load_easy_vqa,
+    soft_target_tensor,
+)
 from hf_vl.hub import render_model_card, save_for_hub
 from hf_vl.metrics import compute_vqa_metrics
 from hf_vl.training import create_vl_optimizer, local_pretrained_path
@@ -157,6 +163,8 @@ def main():
     logging.basicConfig(format="%(asctime)s %(name)s %(message)s", level=logging.INFO, stream=sys.stdout)
     set_seed(training_args.seed)
     training_args.remove_unused_columns = False  # the collator reads the raw image/question/answers columns
+    if training_args.ddp_find_unused_parameters is None:
+        training_args.ddp_find_unused_parameters = False  # every trainable parameter is used in each forward
     start = time.time()
 
     train, evaluation = load_data(data_args)
@@ -165,7 +173,10 @@ def main():
         processor = AutoProcessor.from_pretrained(model_args.model_name_or_path)
         id2label = model.config.id2label
     else:
-        vocab = build_answer_vocab(train[data_args.answers_column], min_count=data_args.min_answer_count)
+        if data_args.dataset_name is None:
+            vocab = easy_vqa_answer_vocab()  # the 13 answers, even when a subset of questions misses some
+        else:
+            vocab = build_answer_vocab(train[data_args.answers_column], min_count=data_args.min_answer_count)
         id2label = dict(enumerate(vocab))
         if model_args.model_type not in BUILDERS:
             raise ValueError(f"--model_type must be one of {sorted(BUILDERS)}, got {model_args.model_type!r}.")
@@ -193,6 +204,11 @@ def main():
         compute_metrics=compute_vqa_metrics,
     )
     if training_args.num_train_epochs > 0 or training_args.max_steps > 0:
+        if trainer.is_world_process_zero():
+            global_batch = training_args.per_device_train_batch_size * training_args.world_size
+            global_batch *= training_args.gradient_accumulation_steps
+            print(f"Training {type(model).__name__} on {len(train)} questions with {training_args.world_size} "
+                  f"process(es), global batch size {global_batch}")
         trainer.train()
     metrics = trainer.evaluate()
     elapsed = time.time() - start
