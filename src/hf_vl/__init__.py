@@ -13,6 +13,8 @@ from transformers import (
     AutoProcessor,
 )
 
+from .pipelines import SUPPORTED_TASKS as PIPELINE_TASKS
+from .pipelines import register_pipelines
 from .auto import (
     AutoModelForImageAndTextRetrieval,
     AutoModelForImagesAndTextClassification,
@@ -64,8 +66,11 @@ def _register_meter() -> None:
 
 
 _register_meter()
+register_pipelines()
 
 __all__ = [
+    "PIPELINE_TASKS",
+    "register_pipelines",
     "AutoModelForImageAndTextRetrieval",
     "AutoModelForImagesAndTextClassification",
     "AutoModelForImageTextClassification",

@@ -114,7 +114,9 @@ def test_processor_and_heads_are_loaded_automatically(vqa, retrieval, itm_retrie
     assert isinstance(zero_shot, ITMZeroShotImageClassificationPipeline)
 
 
-def test_image_text_matching_auto_class_follows_saved_head(vqa_checkpoint, retrieval_checkpoint, pretraining_checkpoint):
+def test_image_text_matching_auto_class_follows_saved_head(
+    vqa_checkpoint, retrieval_checkpoint, pretraining_checkpoint
+):
     assert type(AutoModelForImageTextMatching.from_pretrained(retrieval_checkpoint[0])) is MeterForImageAndTextRetrieval
     assert type(AutoModelForImageTextMatching.from_pretrained(pretraining_checkpoint[0])) is MeterForPreTraining
     # no matching head saved: a retrieval head (new weights)
@@ -145,22 +147,16 @@ def test_vqa_single_example(vqa, vqa_checkpoint, processor, image_paths):
     assert_same_results(top2, everything[:2])
 
 
-def test_vqa_softmax_for_single_label_heads(vqa):
+def test_vqa_softmax_for_single_label_heads(vqa, image_paths):
     config = vqa.model.config
     previous = config.problem_type
     try:
         config.problem_type = "single_label_classification"
-        result = vqa(image=easy_vqa_image(), question=QUESTION, top_k=100)
+        result = vqa(image=image_paths[0], question=QUESTION, top_k=100)
     finally:
         config.problem_type = previous
     assert sum(entry["score"] for entry in result) == pytest.approx(1.0, abs=1e-5)
     assert_sorted(result)
-
-
-def easy_vqa_image():
-    from vl_pipeline_test_utils import easy_vqa_image_paths
-
-    return easy_vqa_image_paths(1)[0]
 
 
 def test_vqa_image_formats(vqa, image_paths):

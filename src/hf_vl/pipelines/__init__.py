@@ -1,10 +1,15 @@
 """Task pipelines for hf_vl models, usable through `transformers.pipeline(task, model=...)` after `import hf_vl`.
 
-| task (alias) | pipeline | model class loaded | call |
-|---|---|---|---|
-| `"vl-question-answering"` (`"vqa"`) | `VLQuestionAnsweringPipeline` | `AutoModelForVisualQuestionAnswering` | `pipe(image=..., question=..., top_k=5)` -> `[{"answer", "score"}]` |
-| `"image-text-retrieval"` | `ImageTextRetrievalPipeline` | `AutoModelForImageTextMatching` (retrieval head or ITM pre-training head, as saved) | `pipe(image, candidate_texts=[...])` -> `[{"text", "score", "probability"}]`; `pipe(text=..., candidate_images=[...])` -> `[{"image_index", "score", "probability"}]` |
-| `"itm-zero-shot-image-classification"` | `ITMZeroShotImageClassificationPipeline` | `AutoModelForImageTextMatching` | `pipe(image, candidate_labels=[...], hypothesis_template="a photo of a {}.")` -> `[{"label", "score"}]` |
+- `"vl-question-answering"` (alias `"vqa"`): `VLQuestionAnsweringPipeline`, model loaded with
+  `AutoModelForVisualQuestionAnswering`.
+  `pipe(image=..., question=..., top_k=5)` -> `[{"answer", "score"}]`.
+- `"image-text-retrieval"`: `ImageTextRetrievalPipeline`, model loaded with `AutoModelForImageTextMatching` (the
+  retrieval head or the ITM pre-training head the checkpoint was saved with).
+  `pipe(image, candidate_texts=[...], top_k=None)` -> `[{"text", "score", "probability"}]`;
+  `pipe(text=..., candidate_images=[...], top_k=None)` -> `[{"image_index", "score", "probability"}]`.
+- `"itm-zero-shot-image-classification"`: `ITMZeroShotImageClassificationPipeline`, model loaded with
+  `AutoModelForImageTextMatching`.
+  `pipe(image, candidate_labels=[...], hypothesis_template="a photo of a {}.", top_k=None)` -> `[{"label", "score"}]`.
 
 transformers v5 refuses the task name `"visual-question-answering"` (removed task), hence `"vl-question-answering"`.
 It also lists `"vqa"` as removed: `register_pipelines()` takes `"vqa"` off that list (only that alias) and points it

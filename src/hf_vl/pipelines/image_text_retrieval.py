@@ -93,7 +93,9 @@ class ImageTextRetrievalPipeline(ImageTextMatchingPipeline):
             isinstance(image, (list, tuple)) and image and all(isinstance(entry, dict) for entry in image)
         ):
             if explicit:
-                raise ValueError("Pass the query and its candidates inside the input dict(s) or as arguments, not both.")
+                raise ValueError(
+                    "Pass the query and its candidates inside the input dict(s) or as arguments, not both."
+                )
             return image if isinstance(image, dict) else list(image)
         if not explicit and isinstance(image, (types.GeneratorType, torch.utils.data.Dataset)):
             return image  # a dataset / generator of query dicts
@@ -104,7 +106,9 @@ class ImageTextRetrievalPipeline(ImageTextMatchingPipeline):
             )
         if image is not None:
             if candidate_images is not None:
-                raise ValueError("`candidate_images` goes with a `text` query; with an `image` query pass `candidate_texts`.")
+                raise ValueError(
+                    "`candidate_images` goes with a `text` query; with an `image` query pass `candidate_texts`."
+                )
             candidate_texts = check_text_list(candidate_texts, "candidate_texts", TASK)
             images = as_image_list(image, "image")
             if images is None:
@@ -112,7 +116,9 @@ class ImageTextRetrievalPipeline(ImageTextMatchingPipeline):
             return [{"image": picture, "candidate_texts": candidate_texts} for picture in images]
         if text is not None:
             if candidate_texts is not None:
-                raise ValueError("`candidate_texts` goes with an `image` query; with a `text` query pass `candidate_images`.")
+                raise ValueError(
+                    "`candidate_texts` goes with an `image` query; with a `text` query pass `candidate_images`."
+                )
             candidate_images = _check_candidate_images(candidate_images)
             if isinstance(text, (list, tuple)):
                 if len(text) == 0:
@@ -182,7 +188,9 @@ class ImageTextRetrievalPipeline(ImageTextMatchingPipeline):
 
 def _check_candidate_images(candidate_images: Any) -> list:
     if candidate_images is None:
-        raise ValueError(f"The {TASK} pipeline needs `candidate_images` (a non-empty list of images) for a `text` query.")
+        raise ValueError(
+            f"The {TASK} pipeline needs `candidate_images` (a non-empty list of images) for a `text` query."
+        )
     images = as_image_list(candidate_images, "candidate_images")
     if images is None:
         raise TypeError(

@@ -114,7 +114,9 @@ class ITMZeroShotImageClassificationPipeline(ImageTextMatchingPipeline):
             inputs = {"image": inputs}
         unknown = set(inputs) - {"image", "candidate_labels", "hypothesis_template"}
         if unknown:
-            raise ValueError(f"Unexpected keys {sorted(unknown)} in a {TASK} input; expected `image`, `candidate_labels`.")
+            raise ValueError(
+                f"Unexpected keys {sorted(unknown)} in a {TASK} input; expected `image` and `candidate_labels`."
+            )
         image = check_single_image(inputs.get("image"), "image", TASK)
         labels = inputs.get("candidate_labels", candidate_labels)
         labels = check_text_list(labels, "candidate_labels", TASK, split_commas=True)

@@ -108,11 +108,15 @@ class VLQuestionAnsweringPipeline(Pipeline):
     def _build_inputs(image: Any, question: Any) -> Any:
         if isinstance(image, dict):
             if question is not None:
-                raise ValueError("Pass the question inside the `{'image', 'question'}` dict or as `question=`, not both.")
+                raise ValueError(
+                    "Pass the question inside the `{'image', 'question'}` dict or as `question=`, not both."
+                )
             return image
         if isinstance(image, (list, tuple)) and image and all(isinstance(entry, dict) for entry in image):
             if question is not None:
-                raise ValueError("Pass the questions inside the `{'image', 'question'}` dicts or as `question=`, not both.")
+                raise ValueError(
+                    "Pass the questions inside the `{'image', 'question'}` dicts or as `question=`, not both."
+                )
             return list(image)
         if question is None and isinstance(image, (types.GeneratorType, torch.utils.data.Dataset)):
             return image  # a dataset / generator of {"image", "question"} dicts, streamed by `Pipeline.__call__`
