@@ -64,6 +64,9 @@ class ModelArguments:
     hidden_size: int = field(default=128, metadata={"help": "Fusion width."})
     num_fusion_layers: int = field(default=1)
     num_attention_heads: int = field(default=4)
+    image_pooling: str | None = field(
+        default=None, metadata={"help": "'cls' or 'mean' image summary (default: by vision tower, CLS for CLIP)."}
+    )
     freeze_text_tower: bool = field(default=True, metadata={"help": "Keep the pretrained text tower frozen (CPU speed)."})
     new_parameters_lr_multiplier: float = field(
         default=5.0, metadata={"help": "METER: LR multiplier of randomly initialised parameters vs pretrained ones."}
@@ -146,6 +149,7 @@ def build_meter(args: ModelArguments, id2label):
         num_attention_heads=args.num_attention_heads,
         intermediate_size=4 * args.hidden_size,
         num_fusion_layers=args.num_fusion_layers,
+        image_pooling=args.image_pooling,
         id2label=dict(id2label),
         label2id={label: i for i, label in id2label.items()},
     )
@@ -189,10 +193,17 @@ def main():
         processor, label2id, data_args.image_column, data_args.question_column, data_args.answers_column,
         data_args.max_text_length,
     )
+    # METER's trick: randomly initialised parameters learn `new_parameters_lr_multiplier` x faster than pretrained
+    # ones. Only towers actually loaded from pretrained weights count as pretrained (the demo's vision tower is new).
+    pretrained_names = None
+    if not model_args.model_name_or_path:
+        prefix = f"{model.base_model_prefix}.text_model."
+        pretrained_names = {name for name, _ in model.named_parameters() if name.startswith(prefix)}
     optimizer = create_vl_optimizer(
         model, training_args.learning_rate / model_args.new_parameters_lr_multiplier,
         new_parameters_lr_multiplier=model_args.new_parameters_lr_multiplier,
         weight_decay=training_args.weight_decay,
+        pretrained_names=pretrained_names,
     )
     trainer = Trainer(
         model=model,
