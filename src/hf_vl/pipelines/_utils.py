@@ -6,6 +6,7 @@ Imports only numpy, PIL, torch and the public `transformers` API so that a pipel
 
 from __future__ import annotations
 
+import inspect
 import os
 from collections.abc import Iterable
 from typing import Any
@@ -37,6 +38,58 @@ def auto_class_model_names(auto_class: Any, registered_only: bool = False) -> li
 def model_class_names(model: Any) -> set[str]:
     """The name of the model's class and of its parents (a subclass of a supported head is supported too)."""
     return {cls.__name__ for cls in type(model).__mro__}
+
+
+# Question-answering heads trained with cross-entropy over answer indices (`labels (batch_size,)`), whatever their
+# `config.problem_type` says: their scores are a softmax over the answers. transformers' LXMERT is one
+# (`LxmertForQuestionAnswering`: `CrossEntropyLoss` over `config.num_qa_labels`); subclasses count too.
+SINGLE_LABEL_QA_HEADS = frozenset({"LxmertForQuestionAnswering"})
+
+# Names under which question-answering models return their answer scores (`logits`; LXMERT:
+# `question_answering_score`), in the order they are looked up.
+QA_LOGITS_KEYS = ("logits", "question_answering_score")
+
+# The region inputs of detector-feature models (LXMERT's names, shared by every hf_vl region model).
+REGION_INPUT_KEYS = ("visual_feats", "visual_pos", "visual_attention_mask")
+
+
+def is_single_label_qa_head(model: Any) -> bool:
+    """Whether a VQA head is single-label (softmax scores, class-index labels) rather than multi-label (sigmoid
+    scores, soft-score targets).
+
+    The rule: a known single-label head class (`SINGLE_LABEL_QA_HEADS`, e.g. `LxmertForQuestionAnswering`, or a
+    subclass) is single-label; otherwise `config.problem_type == "single_label_classification"` is, and anything
+    else (METER, ViLT: soft-score BCE, `problem_type` unset or `"multi_label_classification"`) is multi-label.
+    """
+    if model_class_names(model) & SINGLE_LABEL_QA_HEADS:
+        return True
+    return getattr(getattr(model, "config", None), "problem_type", None) == "single_label_classification"
+
+
+def takes_region_inputs(model: Any) -> bool:
+    """Whether the model's forward reads detector regions (`visual_feats`, `visual_pos`) instead of pixels."""
+    try:
+        parameters = inspect.signature(model.forward).parameters
+    except (TypeError, ValueError):
+        return False
+    return "visual_feats" in parameters and "visual_pos" in parameters
+
+
+def qa_logits(outputs: Any) -> Any:
+    """The answer scores of a question-answering output (`logits`, or LXMERT's `question_answering_score`)."""
+    if not hasattr(outputs, "get"):
+        return None
+    for key in QA_LOGITS_KEYS:
+        value = outputs.get(key)
+        if value is not None:
+            return value
+    return None
+
+
+def num_answers(config: Any) -> int:
+    """Size of the answer vocabulary of a QA head: `config.num_qa_labels` (LXMERT) when set, else `len(id2label)`."""
+    num_qa_labels = getattr(config, "num_qa_labels", None)
+    return int(num_qa_labels) if num_qa_labels is not None else len(config.id2label)
 
 
 def is_single_image(value: Any) -> bool:

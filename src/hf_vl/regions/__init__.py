@@ -7,6 +7,11 @@ normalised to ``[0, 1]``; ``pos_dim`` 4 = x1, y1, x2, y2, 5 = + area) and ``visu
   region, padding, and the input validation shared by processors and models.
 - :mod:`hf_vl.regions.formats`: the bottom-up-attention TSV layouts of the LXMERT / ViLBERT / VOLTA
   releases, per-image ``.npz`` files, and loading them as ``datasets`` datasets joined to VQA data.
+- :mod:`hf_vl.regions.extractors`: raw images -> regions (``GridFeatureExtractor``, ``DetectorFeatureExtractor``).
+- :mod:`hf_vl.regions.extract`: dataset-scale extraction (``extract_region_features``) and writing the
+  regions to TSV / ``.npz`` files (``write_region_features``).
+- :mod:`hf_vl.regions.processing`: ``RegionProcessor``, tokenizer + region source (raw images through an
+  extractor, or precomputed regions) for the region models, the ``Trainer`` and the pipelines.
 """
 
 from .boxes import (
@@ -21,6 +26,7 @@ from .boxes import (
     pad_regions,
     validate_region_inputs,
 )
+from .extractors import DetectorFeatureExtractor, GridFeatureExtractor, RegionFeatureExtractor
 from .formats import (
     FIELDNAMES,
     LEGACY_FIELDNAMES,
@@ -36,20 +42,38 @@ from .formats import (
     write_npz,
     write_tsv,
 )
+from .processing import RegionProcessor
+
+# `hf_vl.regions.extract` is also a command (`python -m hf_vl.regions.extract`): importing it here eagerly would make
+# runpy warn that the module was imported before being run, so its two public functions load on first access.
+_LAZY_EXTRACT_NAMES = ("extract_region_features", "write_region_features")
+
+
+def __getattr__(name: str):
+    if name in _LAZY_EXTRACT_NAMES:
+        from . import extract
+
+        return getattr(extract, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = [
+    "DetectorFeatureExtractor",
     "FIELDNAMES",
     "GLOBAL_REGION_BOX",
+    "GridFeatureExtractor",
     "LEGACY_FIELDNAMES",
     "LEGACY_OPTIONAL_FIELDNAMES",
     "NORMALIZED_BOX_EPS",
     "RegionFeatureError",
+    "RegionFeatureExtractor",
+    "RegionProcessor",
     "add_global_region",
     "attach_region_features",
     "box_area",
     "box_iou",
     "boxes_to_visual_pos",
     "check_pixel_boxes",
+    "extract_region_features",
     "iter_npz_dir",
     "load_region_features",
     "normalize_boxes",
@@ -60,5 +84,6 @@ __all__ = [
     "region_features_schema",
     "validate_region_inputs",
     "write_npz",
+    "write_region_features",
     "write_tsv",
 ]

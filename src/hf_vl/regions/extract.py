@@ -104,8 +104,16 @@ def _output_features(extractor: RegionFeatureExtractor, add_image_size: bool) ->
 
 
 def _extract_batch(
-    batch: dict[str, list[Any]], extractor: RegionFeatureExtractor, image_column: str, add_image_size: bool
+    batch: dict[str, list[Any]],
+    rank: int | None,
+    extractor: RegionFeatureExtractor,
+    image_column: str,
+    add_image_size: bool,
 ) -> dict[str, Any]:
+    if rank is not None and torch.get_num_threads() > 1:
+        # A forked worker (num_proc > 1) that enters the parent's OpenMP thread pool deadlocks; the
+        # workers are the parallelism, so each one computes single-threaded.
+        torch.set_num_threads(1)
     images = [_load_image(image) for image in batch[image_column]]
     with torch.no_grad():
         outputs = extractor(images, return_tensors="np")
@@ -163,7 +171,8 @@ def extract_region_features(
     In-memory datasets (e.g. :func:`hf_vl.data.load_easy_vqa`) have no cache directory: pass
     ``cache_file_name`` to cache them.
 
-    Extraction runs in ``torch.no_grad()`` on the extractor's device; every batch is validated
+    With ``num_proc > 1`` each worker process runs the extractor with one torch thread. Extraction
+    runs in ``torch.no_grad()`` on the extractor's device; every batch is validated
     (finite features, boxes in ``[0, 1]``, shapes) with :func:`hf_vl.regions.boxes.validate_region_inputs`.
 
     Example:
@@ -177,7 +186,9 @@ def extract_region_features(
     if not isinstance(dataset, datasets.Dataset):
         raise TypeError(f"`dataset` must be a datasets.Dataset, got {type(dataset).__name__}")
     if not isinstance(extractor, RegionFeatureExtractor):
-        raise TypeError(f"`extractor` must be a GridFeatureExtractor or DetectorFeatureExtractor, got {type(extractor).__name__}")
+        raise TypeError(
+            f"`extractor` must be a GridFeatureExtractor or DetectorFeatureExtractor, got {type(extractor).__name__}"
+        )
     if image_column not in dataset.column_names:
         raise ValueError(f"`image_column` {image_column!r} is not a column of the dataset: {dataset.column_names}")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
@@ -190,6 +201,7 @@ def extract_region_features(
     features.update(new_columns)
     return dataset.map(
         _extract_batch,
+        with_rank=True,
         batched=True,
         batch_size=batch_size,
         num_proc=num_proc,
@@ -245,12 +257,16 @@ def region_example_to_record(
         )
     if drop_global_region:
         if not np.allclose(pos[0, :4], [0.0, 0.0, 1.0, 1.0]):
-            raise ValueError(f"image {image_id!r}: drop_global_region=True but region 0 is {pos[0, :4].tolist()}, not the whole image")
+            raise ValueError(
+                f"image {image_id!r}: drop_global_region=True but region 0 is {pos[0, :4].tolist()}, "
+                "not the whole image"
+            )
         keep[0] = False
     if not np.isfinite(feats[keep]).all():
         raise ValueError(f"image {image_id!r}: visual_feats contain NaN or inf")
     boxes = pos[keep, :4].astype(np.float64)
-    outside = ~np.isfinite(boxes).all(1) | (boxes < -NORMALIZED_BOX_EPS).any(1) | (boxes > 1 + NORMALIZED_BOX_EPS).any(1)
+    eps = NORMALIZED_BOX_EPS
+    outside = ~np.isfinite(boxes).all(1) | (boxes < -eps).any(1) | (boxes > 1 + eps).any(1)
     if outside.any():
         row = int(np.flatnonzero(outside)[0])
         raise ValueError(
@@ -369,7 +385,9 @@ def write_region_features(
 # --------------------------------------------------------------------------------------------------
 
 
-def unique_images(dataset: datasets.Dataset, id_column: str = "image_id", max_images: int | None = None) -> datasets.Dataset:
+def unique_images(
+    dataset: datasets.Dataset, id_column: str = "image_id", max_images: int | None = None
+) -> datasets.Dataset:
     """The first row of every distinct ``id_column`` value (VQA datasets repeat an image per question)."""
     if id_column not in dataset.column_names:
         raise ValueError(f"`id_column` {id_column!r} is not a column of the dataset: {dataset.column_names}")
@@ -389,7 +407,9 @@ def _build_parser() -> argparse.ArgumentParser:
         "and write them as a bottom-up-attention TSV file or per-image .npz files.",
     )
     data = parser.add_argument_group("data")
-    data.add_argument("--dataset", default="easy-vqa", help="'easy-vqa' or a folder written by Dataset(Dict).save_to_disk")
+    data.add_argument(
+        "--dataset", default="easy-vqa", help="'easy-vqa' or a folder written by Dataset(Dict).save_to_disk"
+    )
     data.add_argument("--split", default="test", help="split of the dataset (default: test)")
     data.add_argument("--image-column", default="image")
     data.add_argument("--id-column", default="image_id", help="one record is written per distinct value")
@@ -401,15 +421,21 @@ def _build_parser() -> argparse.ArgumentParser:
         "save_pretrained (used as saved; the other extractor flags are ignored)",
     )  # fmt: skip
     extractor.add_argument("--grid-size", type=int, nargs=2, default=[4, 4], metavar=("ROWS", "COLS"))
-    extractor.add_argument("--image-size", type=int, nargs="+", default=None, metavar="SIZE", help="SIZE or HEIGHT WIDTH")
+    extractor.add_argument(
+        "--image-size", type=int, nargs="+", default=None, metavar="SIZE", help="SIZE or HEIGHT WIDTH"
+    )
     extractor.add_argument("--backbone", default=None, help="vision backbone name/path for grid features")
     extractor.add_argument("--projection-dim", type=int, default=None)
     extractor.add_argument("--cell-pool-size", type=int, default=4)
     extractor.add_argument("--orientation-bins", type=int, default=8)
     extractor.add_argument("--foreground-threshold", type=float, default=0.15)
     extractor.add_argument("--seed", type=int, default=0, help="seed of the --projection-dim projection")
-    extractor.add_argument("--detector", default=None, help="AutoModelForObjectDetection name/path (implies --extractor detector)")
-    extractor.add_argument("--top-k", type=int, default=None, help="regions per image (default: saved setting, else 36)")
+    extractor.add_argument(
+        "--detector", default=None, help="AutoModelForObjectDetection name/path (implies --extractor detector)"
+    )
+    extractor.add_argument(
+        "--top-k", type=int, default=None, help="regions per image (default: the saved setting, else 36)"
+    )
     extractor.add_argument("--score-threshold", type=float, default=None)
     extractor.add_argument("--pos-dim", type=int, choices=(4, 5), default=None, help="4 (default) or 5 (+ area)")
     extractor.add_argument("--add-global-region", action="store_true", help="(grid/detector) not written to files")
@@ -417,7 +443,9 @@ def _build_parser() -> argparse.ArgumentParser:
     extractor.add_argument("--save-extractor", default=None, help="also save the extractor to this folder")
     output = parser.add_argument_group("output")
     output.add_argument("--output", required=True, help="the .tsv file, or the folder of .npz files")
-    output.add_argument("--format", choices=("tsv", "npz"), default=None, help="default: from --output's suffix, else tsv")
+    output.add_argument(
+        "--format", choices=("tsv", "npz"), default=None, help="default: npz for an --output without suffix, else tsv"
+    )
     output.add_argument("--layout", choices=("lxmert", "legacy"), default="lxmert", help="TSV layout")
     output.add_argument("--batch-size", type=int, default=32)
     return parser

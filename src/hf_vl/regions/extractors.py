@@ -282,7 +282,9 @@ def _visual_pos(boxes: torch.Tensor, pos_dim: int) -> torch.Tensor:
 def _check_finite_features(visual_feats: torch.Tensor, source: str) -> None:
     if not torch.isfinite(visual_feats).all():
         index = tuple(int(i) for i in (~torch.isfinite(visual_feats)).nonzero()[0].tolist())
-        raise ValueError(f"visual_feats computed by {source} contain NaN or inf (first at (batch, region, dim) {index})")
+        raise ValueError(
+            f"visual_feats computed by {source} contain NaN or inf (first at (batch, region, dim) {index})"
+        )
 
 
 # Config keys that record where a model came from or how it was loaded, not what it computes; they
@@ -305,7 +307,8 @@ def _hash_tensors(hasher: Any, tensors: Mapping[str, torch.Tensor]) -> None:
     for name in sorted(tensors):
         tensor = tensors[name].detach().cpu().contiguous()
         hasher.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
-        hasher.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+        # Raw bytes (any dtype, bfloat16 included); reshape(-1) because 0-d tensors cannot be viewed.
+        hasher.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
 
 
 def _to_output(data: dict[str, torch.Tensor], return_tensors: str) -> BatchFeature:
@@ -322,8 +325,9 @@ def _to_output(data: dict[str, torch.Tensor], return_tensors: str) -> BatchFeatu
 class RegionFeatureExtractor(nn.Module):
     """Base class: config (de)serialisation, fingerprint and model-compatibility checks.
 
-    Subclasses set ``extractor_type`` and implement ``to_dict``, ``from_dict``, ``feature_dim``,
-    ``num_regions`` and ``forward(images, return_tensors="pt")``.
+    Subclasses set ``extractor_type`` and implement ``to_dict``, ``from_dict``, ``save_pretrained``,
+    ``from_pretrained``, ``feature_dim``, ``num_regions``, ``output_shapes`` and
+    ``forward(images, return_tensors="pt")``.
     """
 
     extractor_type: str = ""
@@ -382,8 +386,8 @@ class RegionFeatureExtractor(nn.Module):
         if self.feature_dim != visual_feat_dim:
             raise ValueError(
                 f"{type(self).__name__}.feature_dim={self.feature_dim} does not match the model's "
-                f"config.visual_feat_dim={visual_feat_dim}; set projection_dim={visual_feat_dim} on the extractor "
-                "or visual_feat_dim on the model config"
+                f"config.visual_feat_dim={visual_feat_dim}; build the model with visual_feat_dim={self.feature_dim} "
+                f"or (grid features) the extractor with projection_dim={visual_feat_dim}"
             )
         if self.pos_dim != visual_pos_dim:
             raise ValueError(
@@ -430,7 +434,8 @@ class GridFeatureExtractor(RegionFeatureExtractor):
       easy-VQA's, flat-coloured shapes on a plain background, where colour and shape are what there is to
       see. The background colour is the median of the image's border pixels; a pixel's *foreground*
       weight is its colour distance to it (``/ sqrt(3)``), ramping from 0 at ``foreground_threshold / 8``
-      (noise) to 1 at ``foreground_threshold``. Per cell (RGB normalised with ``image_mean``/``image_std``, ``[-1, 1]`` by default):
+      (noise) to 1 at ``foreground_threshold``. Per cell (RGB normalised with ``image_mean`` /
+      ``image_std``, to ``[-1, 1]`` by default):
 
       - mean colour (3): what the cell looks like overall;
       - foreground colour (3): the foreground-weighted mean colour, i.e. the shape's colour however
@@ -528,7 +533,9 @@ class GridFeatureExtractor(RegionFeatureExtractor):
             self.backbone = backbone
             default_mean, default_std = IMAGENET_MEAN, IMAGENET_STD
         else:
-            raise ValueError(f"`backbone` must be None, a model name/path or an nn.Module, got {type(backbone).__name__}")
+            raise ValueError(
+                f"`backbone` must be None, a model name/path or an nn.Module, got {type(backbone).__name__}"
+            )
         if self.backbone is not None:
             self.backbone.eval()
 
@@ -1125,7 +1132,8 @@ class DetectorFeatureExtractor(RegionFeatureExtractor):
         else:
             cls_probs = logits.sigmoid()
             object_conf, object_ids = cls_probs.max(-1)
-        data = self._select_regions(query_feats, outputs.pred_boxes.float().detach(), cls_probs, object_conf, object_ids)
+        pred_boxes = outputs.pred_boxes.float().detach()  # (B, Q, 4) normalised cx, cy, w, h
+        data = self._select_regions(query_feats, pred_boxes, cls_probs, object_conf, object_ids)
         _check_finite_features(data["visual_feats"], f"{type(self).__name__} ({type(self.detector).__name__})")
         return _to_output(data, return_tensors)
 
