@@ -70,7 +70,7 @@ class ModelArguments:
     )
     text_num_layers: int | None = field(default=2, metadata={"help": "Keep the first N text-tower layers (None: all)."})
     vision_model_type: str = field(
-        default="clip_vision_model", metadata={"help": "Vision tower built from scratch: clip_vision_model or swin."}
+        default="clip_vision_model", metadata={"help": "Vision tower built from scratch: clip_vision_model, swin or resnet."}
     )
     image_size: int = field(default=32, metadata={"help": "Image resolution of the processor and vision tower."})
     patch_size: int = field(default=8)
@@ -254,8 +254,18 @@ def build_meter(args: ModelArguments, id2label):
             "image_size": args.image_size,
             "patch_size": args.patch_size,
         }
+    elif args.vision_model_type == "resnet":  # a convolutional tower: its last feature map is the image tokens
+        vision_config = {
+            "model_type": "resnet",
+            "embedding_size": args.vision_hidden_size // 2,
+            "hidden_sizes": [args.vision_hidden_size // 2, args.vision_hidden_size],
+            "depths": [args.vision_num_layers, args.vision_num_layers],
+            "layer_type": "basic",
+        }
     else:
-        raise ValueError(f"--vision_model_type must be clip_vision_model or swin, got {args.vision_model_type!r}.")
+        raise ValueError(
+            f"--vision_model_type must be clip_vision_model, swin or resnet, got {args.vision_model_type!r}."
+        )
     text_kwargs = {"num_hidden_layers": args.text_num_layers} if args.text_num_layers else {}
     model = hf_vl.MeterForQuestionAnswering.from_text_vision_pretrained(
         text_path,

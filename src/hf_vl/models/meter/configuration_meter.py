@@ -25,7 +25,8 @@ class MeterConfig(PreTrainedConfig):
             Configuration of the text encoder, any `transformers` text encoder (RoBERTa-base by default, BERT works too).
         vision_config (`dict` or `PreTrainedConfig`, *optional*):
             Configuration of the vision encoder: CLIP vision (default: ViT-B/16 at 288 px with 11 of CLIP's 12 blocks,
-            as METER keeps all but the last CLIP block), Swin or ViT.
+            as METER keeps all but the last CLIP block), Swin or ViT; convolutional towers (ResNet, ConvNeXt) also work:
+            their last feature map becomes the image tokens (mean-pooled).
         hidden_size (`int`, defaults to 768): width of the fusion layers.
         num_attention_heads (`int`, defaults to 12): heads of every fusion attention.
         intermediate_size (`int`, defaults to 3072): feed-forward width of the fusion layers.
@@ -122,6 +123,8 @@ class MeterConfig(PreTrainedConfig):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"`{name}` must be in [0, 1], got {value}.")
+        if not hasattr(self.vision_config, "hidden_size") and hasattr(self.vision_config, "hidden_sizes"):
+            self.vision_config.hidden_size = self.vision_config.hidden_sizes[-1]  # convolutional towers
         for name in ("text_config", "vision_config"):
             if not hasattr(getattr(self, name), "hidden_size"):
                 raise ValueError(f"`{name}` must describe an encoder with a `hidden_size`, got {getattr(self, name)!r}.")

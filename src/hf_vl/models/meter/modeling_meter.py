@@ -558,6 +558,8 @@ class MeterModel(MeterPreTrainedModel):
         hidden_states = self.vision_model(pixel_values=pixel_values, **kwargs).last_hidden_state
         if vision_type == "clip_vision_model":
             hidden_states = self.vision_model.post_layernorm(hidden_states)
+        if hidden_states.dim() == 4:  # convolutional towers (ResNet, ConvNeXt): (B, C, H, W) -> (B, H * W, C) tokens
+            hidden_states = hidden_states.flatten(2).transpose(1, 2)
         return hidden_states
 
     # --- forward ------------------------------------------------------------------------------------------------------
@@ -769,10 +771,16 @@ class MeterForPreTraining(MeterPreTrainedModel):
         self.post_init()
 
     def image_token_stride(self) -> int:
-        """Pixels per image token side: the patch size (CLIP/ViT) or patch size * 2^(stages-1) (Swin)."""
+        """Pixels per image token side: the patch size (CLIP/ViT), patch size * 2^(stages-1) (Swin) or the stem
+        stride 4 * 2^(stages-1) of convolutional towers (ResNet, ConvNeXt: stride-4 stem, one downsampling per
+        later stage)."""
         vision = self.config.vision_config
         depths = getattr(vision, "depths", None)
-        return vision.patch_size * (2 ** (len(depths) - 1) if depths else 1)
+        patch_size = getattr(vision, "patch_size", 4)
+        stages_downsampling = len(depths) - 1 if depths else 0
+        if vision.model_type == "resnet" and getattr(vision, "downsample_in_first_stage", False):
+            stages_downsampling += 1
+        return patch_size * 2**stages_downsampling
 
     def forward(
         self,
