@@ -353,3 +353,21 @@ def test_default_config_is_meter_clip16_roberta():
     assert config.vision_config.num_hidden_layers == 11  # METER drops CLIP's last block
     assert (config.hidden_size, config.num_attention_heads, config.num_fusion_layers) == (768, 12, 6)
     assert config.num_labels == 3129
+
+
+def test_convolutional_vision_tower_feature_map_becomes_mean_pooled_tokens():
+    resnet = dict(model_type="resnet", embedding_size=16, hidden_sizes=[16, 32], depths=[1, 1], layer_type="basic")
+    config = MeterConfig(text_config=TINY_BERT, vision_config=resnet, hidden_size=32, num_attention_heads=4,
+                         intermediate_size=37, num_fusion_layers=1, num_labels=3)
+    assert config.image_pooling == "mean" and config.vision_config.hidden_size == 32
+    model = MeterForPreTraining(config).eval()
+    pixel_values = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        feature_map = model.meter.vision_model(pixel_values=pixel_values).last_hidden_state  # (2, 32, 8, 8)
+        tokens = model.meter.get_image_encoder_hidden_states(pixel_values)
+    assert feature_map.shape == (2, 32, 8, 8) and tokens.shape == (2, 64, 32)
+    torch.testing.assert_close(tokens[:, 9], feature_map[:, :, 1, 1])  # row-major token order
+    assert model.image_token_stride() == 8
+    out = model(input_ids=torch.randint(3, 99, (2, 5)), pixel_values=pixel_values,
+                bool_masked_pos=model.random_patch_mask(pixel_values), itm_labels=torch.tensor([1, 0]))
+    assert torch.isfinite(out.loss) and torch.isfinite(out.mim_loss)
