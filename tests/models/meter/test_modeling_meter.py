@@ -130,6 +130,7 @@ class MeterModelTester:
         batch = self._stream_shapes(model_class)
         count = self.num_fusion_layers + 1
         return {
+            "hidden_states": (count, (*batch, self.text_length + self.image_length, self.hidden_size)),
             "text_hidden_states": (count, (*batch, self.text_length, self.hidden_size)),
             "image_hidden_states": (count, (*batch, self.image_length, self.hidden_size)),
         }
@@ -140,6 +141,7 @@ class MeterModelTester:
         if self.fusion_type == "merged_attention":
             return {"attentions": (count, (*batch, heads, text + image, text + image))}
         return {
+            "attentions": (count, (*batch, heads, text + image, text + image)),
             "text_attentions": (count, (*batch, heads, text, text)),
             "image_attentions": (count, (*batch, heads, image, image)),
             "text_cross_attentions": (count, (*batch, heads, text, image)),

@@ -13,6 +13,8 @@ concatenated features, Fig. 2b). Where the paper and the code differ we follow t
 - the VQA loss is BCE over soft scores multiplied by the number of answers.
 """
 
+import difflib
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -24,7 +26,8 @@ from transformers import initialization as init
 from transformers.activations import ACT2FN
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
-from transformers.utils import ModelOutput
+from transformers.processing_utils import Unpack
+from transformers.utils import ModelOutput, TransformersKwargs, can_return_tuple
 
 from .configuration_meter import MeterConfig
 
@@ -42,26 +45,34 @@ class MeterModelOutput(ModelOutput):
         text_features (`(batch_size, text_length, hidden_size)`): text stream after the last fusion layer.
         image_features (`(batch_size, image_length, hidden_size)`): image stream after the last fusion layer.
         pooler_output (`(batch_size, 2 * hidden_size)`): `cat(text pooler, image pooler)` (METER's `cls_feats`).
-        text_hidden_states, image_hidden_states (`tuple` of `num_fusion_layers + 1` tensors): fusion inputs and every
-            fusion layer's output, per stream (`output_hidden_states=True`).
+        hidden_states (`tuple` of `num_fusion_layers + 1` tensors `(batch_size, text_length + image_length,
+            hidden_size)`): the fusion sequence (text tokens, then image tokens) entering the first fusion layer and
+            after every fusion layer (`output_hidden_states=True`). For merged attention it is the single stream; for
+            co-attention the two streams side by side (the same tensors as `text_hidden_states` / `image_hidden_states`).
+        attentions (`tuple` of `num_fusion_layers` tensors `(batch_size, heads, text_length + image_length,
+            text_length + image_length)`): attention weights per fusion layer (`output_attentions=True`, eager
+            attention). Merged attention: the single-stream weights. Co-attention: the block matrix
+            `[[text self, text->image cross], [image->text cross, image self]]` (each block row is one softmax
+            distribution, so a row sums to 2); the blocks are also returned on their own below.
+        text_hidden_states, image_hidden_states (`tuple` of `num_fusion_layers + 1` tensors): the same hidden states
+            split per stream.
         text_attentions, image_attentions (`tuple` of `(batch, heads, len, len)`): self-attention weights per
-            co-attention layer (`output_attentions=True`, eager attention).
+            co-attention layer.
         text_cross_attentions, image_cross_attentions: cross-attention weights per co-attention layer
             (text->image is `(batch, heads, text_length, image_length)`).
-        attentions (`tuple` of `(batch, heads, text_length + image_length, text_length + image_length)`): attention
-            weights of the merged-attention layers (`fusion_type="merged_attention"` only).
     """
 
     text_features: torch.FloatTensor | None = None
     image_features: torch.FloatTensor | None = None
     pooler_output: torch.FloatTensor | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    attentions: tuple[torch.FloatTensor, ...] | None = None
     text_hidden_states: tuple[torch.FloatTensor, ...] | None = None
     image_hidden_states: tuple[torch.FloatTensor, ...] | None = None
     text_attentions: tuple[torch.FloatTensor, ...] | None = None
     image_attentions: tuple[torch.FloatTensor, ...] | None = None
     text_cross_attentions: tuple[torch.FloatTensor, ...] | None = None
     image_cross_attentions: tuple[torch.FloatTensor, ...] | None = None
-    attentions: tuple[torch.FloatTensor, ...] | None = None
 
 
 @dataclass
@@ -84,13 +95,14 @@ class MeterForPreTrainingOutput(ModelOutput):
     itm_logits: torch.FloatTensor | None = None
     mim_logits: torch.FloatTensor | None = None
     pooler_output: torch.FloatTensor | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    attentions: tuple[torch.FloatTensor, ...] | None = None
     text_hidden_states: tuple[torch.FloatTensor, ...] | None = None
     image_hidden_states: tuple[torch.FloatTensor, ...] | None = None
     text_attentions: tuple[torch.FloatTensor, ...] | None = None
     image_attentions: tuple[torch.FloatTensor, ...] | None = None
     text_cross_attentions: tuple[torch.FloatTensor, ...] | None = None
     image_cross_attentions: tuple[torch.FloatTensor, ...] | None = None
-    attentions: tuple[torch.FloatTensor, ...] | None = None
 
 
 @dataclass
@@ -108,23 +120,25 @@ class MeterClassifierOutput(ModelOutput):
     loss: torch.FloatTensor | None = None
     logits: torch.FloatTensor | None = None
     pooler_output: torch.FloatTensor | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    attentions: tuple[torch.FloatTensor, ...] | None = None
     text_hidden_states: tuple[torch.FloatTensor, ...] | None = None
     image_hidden_states: tuple[torch.FloatTensor, ...] | None = None
     text_attentions: tuple[torch.FloatTensor, ...] | None = None
     image_attentions: tuple[torch.FloatTensor, ...] | None = None
     text_cross_attentions: tuple[torch.FloatTensor, ...] | None = None
     image_cross_attentions: tuple[torch.FloatTensor, ...] | None = None
-    attentions: tuple[torch.FloatTensor, ...] | None = None
 
 
 _FUSION_OUTPUT_FIELDS = (
+    "hidden_states",
+    "attentions",
     "text_hidden_states",
     "image_hidden_states",
     "text_attentions",
     "image_attentions",
     "text_cross_attentions",
     "image_cross_attentions",
-    "attentions",
 )
 
 
@@ -339,6 +353,54 @@ def _classifier(config: MeterConfig, input_size: int, num_outputs: int) -> nn.Se
 # ----------------------------------------------------------------------------------------------------------------------
 
 
+# Tokens a vision tower puts before its patch tokens ([CLS], DeiT's distillation token, ...). Towers missing here are
+# refused with a clear error instead of being silently treated as one-[CLS] towers.
+_VISION_PREFIX_TOKENS = {
+    "clip_vision_model": 1,
+    "vit": 1,
+    "beit": 1,
+    "dinov2": 1,
+    "deit": 2,  # [CLS] + distillation token
+    "siglip_vision_model": 0,
+    "siglip2_vision_model": 0,
+    "swin": 0,
+    "swinv2": 0,
+    "resnet": 0,
+    "convnext": 0,
+    "convnextv2": 0,
+}
+
+# Keyword arguments the transformers runtime may pass to any forward (`**kwargs: Unpack[TransformersKwargs]`).
+_RUNTIME_KWARGS = frozenset(TransformersKwargs.__annotations__)
+_FORWARD_PARAMETERS: dict[type, frozenset] = {}
+
+
+def num_vision_prefix_tokens(vision_config) -> int:
+    """Number of non-patch tokens ([CLS], distillation, registers) at the start of the vision tower's output."""
+    model_type = getattr(vision_config, "model_type", None)
+    if model_type not in _VISION_PREFIX_TOKENS:
+        raise ValueError(
+            f"`vision_config.model_type` {model_type!r} is not a supported METER vision tower; supported: "
+            f"{sorted(_VISION_PREFIX_TOKENS)}."
+        )
+    return _VISION_PREFIX_TOKENS[model_type] + int(getattr(vision_config, "num_register_tokens", 0) or 0)
+
+
+def _reject_unknown_kwargs(model: nn.Module, kwargs: dict) -> None:
+    """`forward(**kwargs)` accepts only the transformers runtime kwargs: a misspelt argument (`label=`,
+    `pixel_valuez=`) raises instead of being silently dropped."""
+    unknown = [name for name in kwargs if name not in _RUNTIME_KWARGS]
+    if not unknown or torch.compiler.is_compiling():
+        return
+    cls = type(model)
+    if cls not in _FORWARD_PARAMETERS:
+        _FORWARD_PARAMETERS[cls] = frozenset(inspect.signature(cls.forward).parameters) - {"self", "kwargs"}
+    known = sorted(_FORWARD_PARAMETERS[cls] | _RUNTIME_KWARGS)
+    hints = [f"{name!r} (did you mean {difflib.get_close_matches(name, known, n=1)[0]!r}?)"
+             if difflib.get_close_matches(name, known, n=1) else repr(name) for name in unknown]
+    raise TypeError(f"{cls.__name__}.forward() got unexpected keyword argument(s): {', '.join(hints)}.")
+
+
 class MeterPreTrainedModel(PreTrainedModel):
     config_class = MeterConfig
     config: MeterConfig
@@ -351,37 +413,39 @@ class MeterPreTrainedModel(PreTrainedModel):
     _supports_attention_backend = True
     _no_split_modules = ["MeterCoAttentionLayer", "MeterMergedAttentionLayer"]
 
+    @classmethod
+    def is_custom_code(cls) -> bool:
+        """METER's `_init_weights` only uses the flag-aware `transformers.initialization` functions, so the loader's
+        remote-code heuristic (which marks every module without parameters of its own, e.g. `CLIPAttention`,
+        `CLIPMLP`, as initialised and so skips the towers' own scaled init of their projections) must not apply:
+        weights missing from a checkpoint then get exactly the init of a fresh model."""
+        return False
+
     @torch.no_grad()
     def _init_weights(self, module: nn.Module):
-        std = self.config.initializer_range
-        if isinstance(module, nn.Linear):
-            init.normal_(module.weight, mean=0.0, std=std)
-            if module.bias is not None:
-                init.zeros_(module.bias)
-        elif isinstance(module, nn.Embedding):
-            init.normal_(module.weight, mean=0.0, std=std)
-        elif isinstance(module, nn.LayerNorm):
-            init.ones_(module.weight)
-            init.zeros_(module.bias)
-        elif isinstance(module, MeterMLMHead):
+        super()._init_weights(module)  # Linear / Embedding / LayerNorm with `config.initializer_range`
+        if isinstance(module, MeterMLMHead):
             init.zeros_(module.bias)
 
     @classmethod
     def from_text_vision_pretrained(
         cls,
-        text_model_name_or_path: str,
+        text_model_name_or_path,
         vision_model_name_or_path,
         text_model_kwargs: dict | None = None,
         vision_model_kwargs: dict | None = None,
         **config_kwargs,
-    ) -> "MeterModel":
+    ) -> "MeterPreTrainedModel":
         """Builds METER from a pretrained text encoder and a pretrained vision encoder; fusion layers and heads are
-        randomly initialised (the paper's recipe).
+        randomly initialised (the paper's recipe). Each tower is loaded once and passed in, as
+        `VisionTextDualEncoderModel.from_vision_text_pretrained` does.
 
         Args:
-            text_model_name_or_path: any transformers text encoder (RoBERTa, BERT, MiniLM ...).
-            vision_model_name_or_path: a CLIP (vision or full), ViT or Swin checkpoint; a `PreTrainedConfig` or a
-                config dict instead builds a randomly initialised vision tower.
+            text_model_name_or_path: any transformers text encoder (RoBERTa, BERT, MiniLM ...), a path/Hub id or an
+                already loaded `PreTrainedModel`.
+            vision_model_name_or_path: a CLIP (vision or full), ViT, DeiT, SigLIP, Swin or ResNet/ConvNeXt checkpoint
+                (path, Hub id or loaded model); a `PreTrainedConfig` or a config dict instead builds a randomly
+                initialised vision tower.
             text_model_kwargs / vision_model_kwargs: passed to `from_pretrained` of the tower (e.g.
                 `{"num_hidden_layers": 3}` keeps the first 3 layers).
             config_kwargs: [`MeterConfig`] fields (e.g. `hidden_size=384, num_fusion_layers=2, num_labels=13`).
@@ -394,29 +458,16 @@ class MeterPreTrainedModel(PreTrainedModel):
         >>> model = MeterForQuestionAnswering.from_text_vision_pretrained("roberta-base", "openai/clip-vit-base-patch16")
         ```
         """
-        text_model_kwargs = dict(text_model_kwargs or {})
-        text_config = AutoConfig.from_pretrained(text_model_name_or_path, **text_model_kwargs)
-        text_model = AutoModel.from_pretrained(
-            text_model_name_or_path, config=text_config, **_text_encoder_kwargs(text_config)
-        )
-        vision_model = None
+        text_model = _load_tower(text_model_name_or_path, text_model_kwargs, _text_encoder_kwargs)
         if isinstance(vision_model_name_or_path, (dict, PreTrainedConfig)):
+            vision_model = None
             vision_config = vision_model_name_or_path
             vision_config = vision_config.to_dict() if isinstance(vision_config, PreTrainedConfig) else vision_config
         else:
-            loaded = AutoConfig.from_pretrained(vision_model_name_or_path, **(vision_model_kwargs or {}))
-            loaded = getattr(loaded, "vision_config", loaded)  # CLIPConfig -> CLIPVisionConfig
-            vision_model = AutoModel.from_pretrained(
-                vision_model_name_or_path, config=loaded, **_vision_encoder_kwargs(loaded)
-            )
-            vision_config = loaded.to_dict()
-        config = MeterConfig(text_config=text_config.to_dict(), vision_config=vision_config, **config_kwargs)
-        model = cls(config)
-        base = model.base_model
-        base.text_model.load_state_dict(text_model.state_dict())
-        if vision_model is not None:
-            base.vision_model.load_state_dict(vision_model.state_dict())
-        return model
+            vision_model = _load_tower(vision_model_name_or_path, vision_model_kwargs, _vision_encoder_kwargs)
+            vision_config = vision_model.config.to_dict()
+        config = MeterConfig(text_config=text_model.config.to_dict(), vision_config=vision_config, **config_kwargs)
+        return cls(config, text_model=text_model, vision_model=vision_model)
 
     def enable_input_require_grads(self):
         """Makes the outputs of both towers' input embeddings require grad (adapters + gradient checkpointing).
@@ -433,14 +484,95 @@ class MeterPreTrainedModel(PreTrainedModel):
         self._require_grads_hooks = [e.register_forward_hook(make_output_require_grads) for e in embeddings]
         self._require_grads_hook = self._require_grads_hooks[0]
 
+    def validate_input_values(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        pixel_values: torch.Tensor | None = None,
+        pixel_mask: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        **unused,
+    ) -> None:
+        """Value checks (ids in the vocabulary, 0/1 masks, finite pixels, labels in range). They read tensor values,
+        i.e. synchronise with the device, so `forward` runs them only in eager mode and only while
+        `config.check_input_values` is True (the default); `torch.compile` never traces them. Processors and
+        pipelines call this method once per request.
+
+        Raises `ValueError` naming the argument and the offending value.
+        """
+        text_config = self.config.text_config
+        if input_ids is not None and input_ids.numel():
+            low, high = int(input_ids.min()), int(input_ids.max())
+            if low < 0 or high >= text_config.vocab_size:
+                raise ValueError(
+                    f"`input_ids` must be in [0, {text_config.vocab_size}) (the text tower's vocab_size), got values "
+                    f"in [{low}, {high}]: was the text tokenised with another tokenizer?"
+                )
+        for name, mask in (("attention_mask", attention_mask), ("pixel_mask", pixel_mask)):
+            if mask is not None and mask.numel() and not bool(((mask == 0) | (mask == 1)).all()):
+                raise ValueError(f"`{name}` must hold only 0 and 1, got values {sorted(mask.unique().tolist())[:6]}.")
+        if attention_mask is not None and attention_mask.dim() == 2 and not bool((attention_mask.sum(-1) > 0).all()):
+            rows = (attention_mask.sum(-1) == 0).nonzero().flatten().tolist()
+            raise ValueError(f"`attention_mask` rows {rows} are all zeros: empty text is not allowed.")
+        type_vocab = getattr(text_config, "type_vocab_size", None)
+        if token_type_ids is not None and type_vocab is not None and token_type_ids.numel():
+            if int(token_type_ids.min()) < 0 or int(token_type_ids.max()) >= type_vocab:
+                raise ValueError(
+                    f"`token_type_ids` must be in [0, {type_vocab}), got max {int(token_type_ids.max())}."
+                )
+        if pixel_values is not None and pixel_values.is_floating_point() and not bool(torch.isfinite(pixel_values).all()):
+            kind = "NaN" if bool(torch.isnan(pixel_values).any()) else "inf"
+            raise ValueError(f"`pixel_values` contains {kind} values.")
+        if labels is not None:
+            self._validate_label_values(labels)
+
+    def _validate_label_values(self, labels: torch.Tensor) -> None:
+        """Heads with class-index labels override the range; soft-score heads check [0, 1]."""
+        if labels.is_floating_point() and not bool(torch.isfinite(labels).all()):
+            raise ValueError("`labels` contains NaN or inf.")
+
+    def _check_inputs(self, **inputs) -> None:
+        if getattr(self.config, "check_input_values", True) and not torch.compiler.is_compiling():
+            self.validate_input_values(**inputs)
+
+
+def _load_tower(name_or_model, kwargs, encoder_kwargs) -> PreTrainedModel:
+    if isinstance(name_or_model, PreTrainedModel):
+        return name_or_model
+    config = AutoConfig.from_pretrained(name_or_model, **(kwargs or {}))
+    config = getattr(config, "vision_config", config)  # CLIPConfig -> CLIPVisionConfig
+    return AutoModel.from_pretrained(name_or_model, config=config, **encoder_kwargs(config))
+
 
 def _extended_attention_mask(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """(B, L) 1/0 mask -> additive (B, 1, 1, L) mask for every query."""
     return (1.0 - mask[:, None, None, :].to(dtype)) * torch.finfo(dtype).min
 
 
+def _text_encoder_kwargs(config) -> dict:
+    return {"add_pooling_layer": False} if config.model_type in ("bert", "roberta", "xlm-roberta") else {}
+
+
+def _vision_encoder_kwargs(config) -> dict:
+    return {"add_pooling_layer": False} if config.model_type in ("vit", "deit", "swin", "swinv2", "beit") else {}
+
+
+def _text_encoder_from_config(text_config):
+    return AutoModel.from_config(text_config, **_text_encoder_kwargs(text_config))
+
+
+def _vision_encoder_from_config(vision_config):
+    return AutoModel.from_config(vision_config, **_vision_encoder_kwargs(vision_config))
+
+
+
 class MeterModel(MeterPreTrainedModel):
     """METER: vision tower + text tower + fusion layers, returning the fused features and `cat(text, image)` pools.
+
+    Each tower can also be run on its own (`get_text_encoder_hidden_states`, `get_image_encoder_hidden_states`) and
+    its output passed back as `text_embeds` / `image_embeds`, so a text or an image that is fused with several
+    partners (retrieval candidates, NLVR2's two images) is encoded once.
 
     Example:
 
@@ -454,10 +586,13 @@ class MeterModel(MeterPreTrainedModel):
     ```
     """
 
-    def __init__(self, config: MeterConfig):
+    def __init__(self, config: MeterConfig, text_model: PreTrainedModel | None = None,
+                 vision_model: PreTrainedModel | None = None):
         super().__init__(config)
-        self.text_model = _text_encoder_from_config(config.text_config)
-        self.vision_model = AutoModel.from_config(config.vision_config, **_vision_encoder_kwargs(config.vision_config))
+        self.num_image_prefix_tokens = num_vision_prefix_tokens(config.vision_config)
+        self.text_model = text_model if text_model is not None else _text_encoder_from_config(config.text_config)
+        self.vision_model = vision_model if vision_model is not None else _vision_encoder_from_config(config.vision_config)
+        self._vision_interpolates = "interpolate_pos_encoding" in inspect.signature(self.vision_model.forward).parameters
 
         self.cross_modal_text_transform = nn.Linear(config.text_config.hidden_size, config.hidden_size)
         self.cross_modal_image_transform = nn.Linear(config.vision_config.hidden_size, config.hidden_size)
@@ -496,22 +631,25 @@ class MeterModel(MeterPreTrainedModel):
 
     def resize_vision_position_embeddings(self, image_size: int) -> None:
         """Interpolates the vision tower's absolute position table to `image_size` (paper: fine-tune at a higher
-        resolution than pre-training, e.g. 288 -> 576); bicubic, [CLS] row kept. No-op for Swin (relative bias)."""
+        resolution than pre-training, e.g. 288 -> 576); bicubic, prefix rows ([CLS], distillation) kept. No-op for
+        towers without an absolute table (Swin, convolutional towers)."""
         embeddings = getattr(self.vision_model, "embeddings", None)
-        position_embedding = getattr(embeddings, "position_embedding", None)
+        position_embedding = getattr(embeddings, "position_embedding", None)  # CLIP, SigLIP: nn.Embedding
         if position_embedding is None and getattr(embeddings, "position_embeddings", None) is None:
             return
         patch_size = self.config.vision_config.patch_size
         new_grid = image_size // patch_size
-        if isinstance(position_embedding, nn.Embedding):  # CLIP
+        if isinstance(position_embedding, nn.Embedding):
             table = position_embedding.weight.data[None]
-        else:  # ViT: nn.Parameter (1, 1 + N, D)
+        else:  # ViT, DeiT: nn.Parameter (1, prefix + N, D)
             table = embeddings.position_embeddings.data
-        cls_row, grid_rows = table[:, :1], table[:, 1:]
+        # CLIP, ViT and DeiT give their prefix tokens position rows; SigLIP (no prefix) has patch rows only
+        prefix = self.num_image_prefix_tokens if table.shape[1] != int(table.shape[1] ** 0.5) ** 2 else 0
+        prefix_rows, grid_rows = table[:, :prefix], table[:, prefix:]
         old_grid = int(grid_rows.shape[1] ** 0.5)
         grid = grid_rows.reshape(1, old_grid, old_grid, -1).permute(0, 3, 1, 2)
         grid = F.interpolate(grid, size=(new_grid, new_grid), mode="bicubic", align_corners=False)
-        new_table = torch.cat([cls_row, grid.permute(0, 2, 3, 1).reshape(1, new_grid * new_grid, -1)], dim=1)
+        new_table = torch.cat([prefix_rows, grid.permute(0, 2, 3, 1).reshape(1, new_grid * new_grid, -1)], dim=1)
         if isinstance(position_embedding, nn.Embedding):
             new_embedding = nn.Embedding(new_table.shape[1], new_table.shape[2]).to(table.device, table.dtype)
             new_embedding.weight.data.copy_(new_table[0])
@@ -521,7 +659,9 @@ class MeterModel(MeterPreTrainedModel):
             embeddings.register_buffer("position_ids", torch.arange(embeddings.num_positions)[None], persistent=False)
         else:
             embeddings.position_embeddings = nn.Parameter(new_table)
-        embeddings.image_size = image_size
+        for module in (embeddings, getattr(embeddings, "patch_embeddings", None)):  # ViT/DeiT keep (h, w) tuples
+            if module is not None and hasattr(module, "image_size"):
+                module.image_size = (image_size, image_size) if isinstance(module.image_size, tuple) else image_size
         self.config.vision_config.image_size = image_size
 
     def resize_modality_type_embeddings(self, new_size: int = 3) -> None:
@@ -539,7 +679,8 @@ class MeterModel(MeterPreTrainedModel):
     # --- encoders -----------------------------------------------------------------------------------------------------
 
     def get_text_encoder_hidden_states(self, input_ids, attention_mask=None, token_type_ids=None) -> torch.Tensor:
-        """Last hidden state of the text tower, `(batch_size, text_length, text_config.hidden_size)`."""
+        """Last hidden state of the text tower, `(batch_size, text_length, text_config.hidden_size)`: pass it back as
+        `text_embeds` to fuse the same text with several images without re-encoding it."""
         kwargs = {"input_ids": input_ids, "attention_mask": attention_mask}
         if token_type_ids is not None:
             kwargs["token_type_ids"] = token_type_ids
@@ -547,16 +688,16 @@ class MeterModel(MeterPreTrainedModel):
 
     def get_image_encoder_hidden_states(self, pixel_values, interpolate_pos_encoding: bool | None = None) -> torch.Tensor:
         """Vision tower tokens as METER uses them, `(batch_size, image_length, vision_config.hidden_size)`: CLIP's
-        final LayerNorm is applied to every token (not only [CLS]); ViT and Swin already end with a LayerNorm."""
-        vision_type = self.config.vision_config.model_type
+        final LayerNorm is applied to every token (not only [CLS]); ViT, DeiT, SigLIP and Swin already end with a
+        LayerNorm; convolutional feature maps are flattened row-major. Pass the result back as `image_embeds`."""
         kwargs = {}
-        if vision_type in ("clip_vision_model", "vit"):
-            image_size = self.config.vision_config.image_size
+        if self._vision_interpolates:
+            image_size = getattr(self.config.vision_config, "image_size", None)
             if interpolate_pos_encoding is None:
-                interpolate_pos_encoding = tuple(pixel_values.shape[-2:]) != (image_size, image_size)
+                interpolate_pos_encoding = image_size is not None and tuple(pixel_values.shape[-2:]) != (image_size,) * 2
             kwargs["interpolate_pos_encoding"] = interpolate_pos_encoding
         hidden_states = self.vision_model(pixel_values=pixel_values, **kwargs).last_hidden_state
-        if vision_type == "clip_vision_model":
+        if self.config.vision_config.model_type == "clip_vision_model":
             hidden_states = self.vision_model.post_layernorm(hidden_states)
         if hidden_states.dim() == 4:  # convolutional towers (ResNet, ConvNeXt): (B, C, H, W) -> (B, H * W, C) tokens
             hidden_states = hidden_states.flatten(2).transpose(1, 2)
@@ -564,6 +705,7 @@ class MeterModel(MeterPreTrainedModel):
 
     # --- forward ------------------------------------------------------------------------------------------------------
 
+    @can_return_tuple
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
@@ -571,13 +713,12 @@ class MeterModel(MeterPreTrainedModel):
         token_type_ids: torch.LongTensor | None = None,
         pixel_values: torch.FloatTensor | None = None,
         pixel_mask: torch.LongTensor | None = None,
+        text_embeds: torch.FloatTensor | None = None,
+        image_embeds: torch.FloatTensor | None = None,
         image_token_type_idx: int = 1,
         interpolate_pos_encoding: bool | None = None,
-        output_attentions: bool | None = None,
-        output_hidden_states: bool | None = None,
-        return_dict: bool | None = None,
-        **kwargs,
-    ) -> MeterModelOutput | tuple:
+        **kwargs: Unpack[TransformersKwargs],
+    ) -> MeterModelOutput:
         r"""
         Args:
             input_ids (`(batch_size, text_length)`): token ids of the text tower's tokenizer (see [`MeterProcessor`]).
@@ -586,58 +727,59 @@ class MeterModel(MeterPreTrainedModel):
             pixel_values (`(batch_size, 3, height, width)`): normalised images (see [`MeterImageProcessor`]).
             pixel_mask (`(batch_size, height, width)`, *optional*): 1 for real pixels when images were padded; image
                 tokens covering only padding are masked in the fusion layers.
+            text_embeds (`(batch_size, text_length, text_config.hidden_size)`, *optional*): the text tower's output
+                ([`~MeterModel.get_text_encoder_hidden_states`]) instead of `input_ids`; `attention_mask` still applies.
+            image_embeds (`(batch_size, image_length, vision_config.hidden_size)`, *optional*): the vision tower's
+                output ([`~MeterModel.get_image_encoder_hidden_states`]) instead of `pixel_values`.
             image_token_type_idx (`int`, defaults to 1): modality-table row of the image (2 for NLVR2's second image).
             interpolate_pos_encoding (`bool`, *optional*): interpolate the vision position table; by default on when
                 the image size differs from `vision_config.image_size`.
         """
-        output_attentions = output_attentions if output_attentions is not None else self.config.output_attentions
-        output_hidden_states = (
-            output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
-        )
-        return_dict = return_dict if return_dict is not None else self.config.return_dict
-        self._validate_inputs(input_ids, attention_mask, pixel_values, pixel_mask, image_token_type_idx)
-        if attention_mask is None:
-            attention_mask = torch.ones_like(input_ids)
+        _reject_unknown_kwargs(self, kwargs)
+        output_attentions = kwargs.get("output_attentions")
+        output_attentions = self.config.output_attentions if output_attentions is None else output_attentions
+        output_hidden_states = kwargs.get("output_hidden_states")
+        output_hidden_states = self.config.output_hidden_states if output_hidden_states is None else output_hidden_states
+        self._validate_input_shapes(input_ids, attention_mask, token_type_ids, pixel_values, pixel_mask,
+                                    text_embeds, image_embeds, image_token_type_idx)
+        self._check_inputs(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
+                           pixel_values=pixel_values, pixel_mask=pixel_mask)
 
-        text_tower = self.get_text_encoder_hidden_states(input_ids, attention_mask, token_type_ids)
-        image_tower = self.get_image_encoder_hidden_states(pixel_values, interpolate_pos_encoding)
-        image_mask = self._image_token_mask(pixel_mask, image_tower)
+        if text_embeds is None:
+            text_embeds = self.get_text_encoder_hidden_states(input_ids, attention_mask, token_type_ids)
+        if image_embeds is None:
+            image_embeds = self.get_image_encoder_hidden_states(pixel_values, interpolate_pos_encoding)
+        if attention_mask is None:
+            attention_mask = torch.ones(text_embeds.shape[:2], dtype=torch.long, device=text_embeds.device)
+        image_mask = self._image_token_mask(pixel_mask, image_embeds)
 
         # METER adds the modality embedding after the projections (text: row 0, image: `image_token_type_idx`).
-        text_embeds = self.cross_modal_text_transform(text_tower) + self.token_type_embeddings(
+        text = self.cross_modal_text_transform(text_embeds) + self.token_type_embeddings(
             torch.zeros_like(attention_mask)
         )
-        image_embeds = self.cross_modal_image_transform(image_tower) + self.token_type_embeddings(
+        image = self.cross_modal_image_transform(image_embeds) + self.token_type_embeddings(
             torch.full_like(image_mask, image_token_type_idx)
         )
-
-        if self.config.fusion_type == "co_attention":
-            fused = self._co_attention(
-                text_embeds, image_embeds, attention_mask, image_mask, output_attentions, output_hidden_states
-            )
-        else:
-            fused = self._merged_attention(
-                text_embeds, image_embeds, attention_mask, image_mask, output_attentions, output_hidden_states
-            )
+        fusion = self._co_attention if self.config.fusion_type == "co_attention" else self._merged_attention
+        fused = fusion(text, image, attention_mask, image_mask, output_attentions, output_hidden_states)
         text_features, image_features = fused.pop("text_features"), fused.pop("image_features")
 
         if self.config.image_pooling == "cls":
             image_summary = image_features[:, 0]
-        else:  # Swin: average over the (unpadded) image tokens
+        else:  # Swin, SigLIP, convolutional towers: average over the (unpadded) image tokens
             weights = image_mask.to(image_features.dtype).unsqueeze(-1)
             image_summary = (image_features * weights).sum(1) / weights.sum(1).clamp(min=1.0)
         pooler_output = torch.cat(
             [self.cross_modal_text_pooler(text_features[:, 0]), self.cross_modal_image_pooler(image_summary)], dim=-1
         )
-        output = MeterModelOutput(
+        return MeterModelOutput(
             text_features=text_features, image_features=image_features, pooler_output=pooler_output, **fused
         )
-        return output if return_dict else output.to_tuple()
 
     def _co_attention(self, text, image, text_mask, image_mask, output_attentions, output_hidden_states) -> dict:
         ext_text_mask = _extended_attention_mask(text_mask, text.dtype)
         ext_image_mask = _extended_attention_mask(image_mask, image.dtype)
-        collect = {name: [] for name in _FUSION_OUTPUT_FIELDS if name != "attentions"}
+        collect = {name: [] for name in _FUSION_OUTPUT_FIELDS}
         for text_layer, image_layer in zip(self.cross_modal_text_layers, self.cross_modal_image_layers):
             if output_hidden_states:
                 collect["text_hidden_states"].append(text)
@@ -651,9 +793,15 @@ class MeterModel(MeterPreTrainedModel):
                 collect["text_cross_attentions"].append(text_out[2])
                 collect["image_attentions"].append(image_out[1])
                 collect["image_cross_attentions"].append(image_out[2])
+                text_rows = torch.cat([text_out[1], text_out[2]], dim=-1)  # (B, H, Lt, Lt + Li)
+                image_rows = torch.cat([image_out[2], image_out[1]], dim=-1)  # (B, H, Li, Lt + Li)
+                collect["attentions"].append(torch.cat([text_rows, image_rows], dim=-2))
         if output_hidden_states:
             collect["text_hidden_states"].append(text)
             collect["image_hidden_states"].append(image)
+            collect["hidden_states"] = [
+                torch.cat(pair, dim=1) for pair in zip(collect["text_hidden_states"], collect["image_hidden_states"])
+            ]
         result = {name: tuple(values) if values else None for name, values in collect.items()}
         return {"text_features": text, "image_features": image, **result}
 
@@ -669,9 +817,10 @@ class MeterModel(MeterPreTrainedModel):
         return {
             "text_features": hidden_states[:, :text_length],
             "image_features": hidden_states[:, text_length:],
+            "hidden_states": tuple(all_hidden) if output_hidden_states else None,
+            "attentions": tuple(all_attentions) if output_attentions else None,
             "text_hidden_states": tuple(h[:, :text_length] for h in all_hidden) if output_hidden_states else None,
             "image_hidden_states": tuple(h[:, text_length:] for h in all_hidden) if output_hidden_states else None,
-            "attentions": tuple(all_attentions) if output_attentions else None,
         }
 
     def _image_token_mask(self, pixel_mask, image_tower) -> torch.LongTensor:
@@ -679,52 +828,94 @@ class MeterModel(MeterPreTrainedModel):
         mask = torch.ones(batch_size, num_tokens, dtype=torch.long, device=image_tower.device)
         if pixel_mask is None:
             return mask
-        has_cls = self.config.image_pooling == "cls"
-        num_patches = num_tokens - int(has_cls)
+        prefix = self.num_image_prefix_tokens
+        num_patches = num_tokens - prefix
         height, width = pixel_mask.shape[-2:]
         stride = (height * width / num_patches) ** 0.5
         grid = (round(height / stride), round(width / stride))
-        patch_mask = F.adaptive_max_pool2d(pixel_mask[:, None].float(), grid).flatten(1).long()
-        mask[:, int(has_cls) :] = patch_mask
-        return mask
+        if grid[0] * grid[1] != num_patches:
+            raise ValueError(
+                f"`pixel_mask` of size {height}x{width} does not map onto the {num_patches} image patches of the "
+                f"vision tower (grid {grid})."
+            )
+        patch_mask = F.adaptive_max_pool2d(pixel_mask[:, None].to(image_tower.dtype), grid).flatten(1).long()
+        return torch.cat([mask[:, :prefix], patch_mask], dim=1)
 
-    def _validate_inputs(self, input_ids, attention_mask, pixel_values, pixel_mask, image_token_type_idx):
-        if input_ids is None:
+    def _validate_input_shapes(self, input_ids, attention_mask, token_type_ids, pixel_values, pixel_mask,
+                               text_embeds, image_embeds, image_token_type_idx):
+        """Shape and type checks only (no tensor values are read: `torch.compile(fullgraph=True)` traces them)."""
+        text_config, vision_config = self.config.text_config, self.config.vision_config
+        if input_ids is None and text_embeds is None:
             raise ValueError("METER needs text: `input_ids` is None (tokenise the text with MeterProcessor).")
-        if pixel_values is None:
+        if pixel_values is None and image_embeds is None:
             raise ValueError("METER needs an image: `pixel_values` is None (process the image with MeterProcessor).")
-        if input_ids.dim() != 2:
-            raise ValueError(f"`input_ids` must be (batch_size, text_length), got shape {tuple(input_ids.shape)}.")
-        if input_ids.shape[1] == 0:
-            raise ValueError("`input_ids` is empty (text_length 0): every example needs at least one token.")
-        if attention_mask is not None:
-            if attention_mask.shape != input_ids.shape:
+        if input_ids is not None and text_embeds is not None:
+            raise ValueError("Pass either `input_ids` or `text_embeds`, not both.")
+        if pixel_values is not None and image_embeds is not None:
+            raise ValueError("Pass either `pixel_values` or `image_embeds`, not both.")
+        if input_ids is not None:
+            if input_ids.dim() != 2:
+                raise ValueError(f"`input_ids` must be (batch_size, text_length), got shape {tuple(input_ids.shape)}.")
+            if input_ids.is_floating_point() or input_ids.dtype == torch.bool:
+                raise TypeError(f"`input_ids` must be an integer tensor of token ids, got dtype {input_ids.dtype}.")
+            text_shape = tuple(input_ids.shape)
+        else:
+            if text_embeds.dim() != 3 or text_embeds.shape[-1] != text_config.hidden_size:
                 raise ValueError(
-                    f"`attention_mask` shape {tuple(attention_mask.shape)} must equal `input_ids` shape "
-                    f"{tuple(input_ids.shape)}."
+                    f"`text_embeds` must be (batch_size, text_length, {text_config.hidden_size}), got shape "
+                    f"{tuple(text_embeds.shape)}."
                 )
-            if not bool((attention_mask.sum(-1) > 0).all()):
-                raise ValueError("`attention_mask` has a row of zeros: empty text is not allowed.")
-        num_channels = getattr(self.config.vision_config, "num_channels", 3)
-        if pixel_values.dim() != 4 or pixel_values.shape[1] != num_channels:
+            text_shape = tuple(text_embeds.shape[:2])
+        if text_shape[1] == 0:
+            raise ValueError("`input_ids` is empty (text_length 0): every example needs at least one token.")
+        max_length = _max_text_length(text_config)
+        if input_ids is not None and max_length is not None and text_shape[1] > max_length:
             raise ValueError(
-                f"`pixel_values` must be (batch_size, {num_channels}, height, width), got shape "
-                f"{tuple(pixel_values.shape)}."
+                f"`input_ids` has {text_shape[1]} tokens but the text tower's position table holds {max_length} "
+                "(tokenise with truncation=True, max_length=...)."
             )
-        if pixel_values.shape[0] != input_ids.shape[0]:
+        for name, tensor in (("attention_mask", attention_mask), ("token_type_ids", token_type_ids)):
+            if tensor is not None and tuple(tensor.shape) != text_shape:
+                raise ValueError(f"`{name}` shape {tuple(tensor.shape)} must equal `input_ids` shape {text_shape}.")
+            if tensor is not None and tensor.is_floating_point():
+                raise TypeError(f"`{name}` must be an integer tensor, got dtype {tensor.dtype}.")
+        batch_size = text_shape[0]
+        if pixel_values is not None:
+            num_channels = getattr(vision_config, "num_channels", 3)
+            if pixel_values.dim() != 4 or pixel_values.shape[1] != num_channels:
+                raise ValueError(
+                    f"`pixel_values` must be (batch_size, {num_channels}, height, width), got shape "
+                    f"{tuple(pixel_values.shape)}."
+                )
+            if not pixel_values.is_floating_point():
+                raise TypeError(f"`pixel_values` must be a floating point tensor, got {pixel_values.dtype}.")
+            patch_size = getattr(vision_config, "patch_size", 1)
+            if min(pixel_values.shape[-2:]) < patch_size:
+                raise ValueError(
+                    f"`pixel_values` images are {tuple(pixel_values.shape[-2:])} pixels, smaller than one "
+                    f"{patch_size}x{patch_size} patch of the vision tower."
+                )
+            image_batch = pixel_values.shape[0]
+        else:
+            if image_embeds.dim() != 3 or image_embeds.shape[-1] != vision_config.hidden_size:
+                raise ValueError(
+                    f"`image_embeds` must be (batch_size, image_length, {vision_config.hidden_size}), got shape "
+                    f"{tuple(image_embeds.shape)}."
+                )
+            image_batch = image_embeds.shape[0]
+        if image_batch != batch_size:
             raise ValueError(
-                f"Text and image batch sizes differ: `input_ids` has {input_ids.shape[0]} rows, `pixel_values` has "
-                f"{pixel_values.shape[0]}."
+                f"Text and image batch sizes differ: the text has {batch_size} rows, the images {image_batch} "
+                "(`input_ids` / `pixel_values`)."
             )
-        if not pixel_values.is_floating_point():
-            raise TypeError(f"`pixel_values` must be a floating point tensor, got {pixel_values.dtype}.")
-        if bool(torch.isnan(pixel_values).any()):
-            raise ValueError("`pixel_values` contains NaN.")
-        if pixel_mask is not None and pixel_mask.shape != (pixel_values.shape[0], *pixel_values.shape[-2:]):
-            raise ValueError(
-                f"`pixel_mask` must be (batch_size, height, width) = "
-                f"{(pixel_values.shape[0], *pixel_values.shape[-2:])}, got {tuple(pixel_mask.shape)}."
-            )
+        if pixel_mask is not None:
+            if pixel_values is not None and tuple(pixel_mask.shape) != (batch_size, *pixel_values.shape[-2:]):
+                raise ValueError(
+                    f"`pixel_mask` must be (batch_size, height, width) = {(batch_size, *pixel_values.shape[-2:])}, "
+                    f"got {tuple(pixel_mask.shape)}."
+                )
+            if pixel_mask.dim() != 3:
+                raise ValueError(f"`pixel_mask` must be (batch_size, height, width), got {tuple(pixel_mask.shape)}.")
         if not 0 <= image_token_type_idx < self.config.modality_type_vocab_size:
             raise ValueError(
                 f"`image_token_type_idx` must be in [0, {self.config.modality_type_vocab_size}), got "
@@ -732,22 +923,36 @@ class MeterModel(MeterPreTrainedModel):
             )
 
 
-def _text_encoder_kwargs(name_or_config) -> dict:
-    config = name_or_config if not isinstance(name_or_config, str) else AutoConfig.from_pretrained(name_or_config)
-    return {"add_pooling_layer": False} if config.model_type in ("bert", "roberta", "xlm-roberta") else {}
+def _max_text_length(text_config) -> int | None:
+    """Longest text the tower's absolute position table holds (RoBERTa positions start after the padding index)."""
+    max_positions = getattr(text_config, "max_position_embeddings", None)
+    if max_positions is None or getattr(text_config, "position_embedding_type", "absolute") != "absolute":
+        return None
+    if text_config.model_type in ("roberta", "xlm-roberta", "camembert"):
+        return max_positions - (text_config.pad_token_id or 0) - 1
+    return max_positions
 
-
-def _text_encoder_from_config(text_config):
-    return AutoModel.from_config(text_config, **_text_encoder_kwargs(text_config))
-
-
-def _vision_encoder_kwargs(vision_config) -> dict:
-    return {"add_pooling_layer": False} if vision_config.model_type in ("vit", "swin") else {}
 
 
 # ----------------------------------------------------------------------------------------------------------------------
 # Task heads
 # ----------------------------------------------------------------------------------------------------------------------
+
+
+class _MeterClassIndexLabels:
+    """Value check of `labels` holding class indices in `[0, num_classes)`."""
+
+    def _num_classes(self) -> int:
+        return self.config.num_labels
+
+    def _validate_label_values(self, labels: torch.Tensor) -> None:
+        if labels.is_floating_point() and not bool((labels == labels.round()).all()):
+            raise ValueError(f"`labels` must hold class indices, got non-integer values {labels.tolist()[:6]}.")
+        if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= self._num_classes()):
+            raise ValueError(
+                f"`labels` must be class indices in [0, {self._num_classes()}), got values in "
+                f"[{int(labels.min())}, {int(labels.max())}]."
+            )
 
 
 class MeterForPreTraining(MeterPreTrainedModel):
@@ -761,19 +966,34 @@ class MeterForPreTraining(MeterPreTrainedModel):
 
     accepts_loss_kwargs = False
 
-    def __init__(self, config: MeterConfig):
+    def __init__(self, config: MeterConfig, text_model=None, vision_model=None):
         super().__init__(config)
-        self.meter = MeterModel(config)
+        self.meter = MeterModel(config, text_model=text_model, vision_model=vision_model)
         self.mlm_score = MeterMLMHead(config)
         self.itm_score = MeterITMHead(config)
         patch_dim = config.vision_config.num_channels * self.image_token_stride() ** 2
         self.mim_score = nn.Linear(config.hidden_size, patch_dim)
         self.post_init()
 
+    def get_output_embeddings(self) -> nn.Linear:
+        return self.mlm_score.decoder
+
+    def set_output_embeddings(self, new_embeddings: nn.Linear) -> None:
+        """Installs a new MLM decoder (e.g. from `resize_token_embeddings`) and resizes the output bias with it (new
+        rows start at zero)."""
+        self.mlm_score.decoder = new_embeddings
+        old_bias = self.mlm_score.bias.data
+        new_size = new_embeddings.out_features
+        if new_size != old_bias.shape[0]:
+            bias = torch.zeros(new_size, device=old_bias.device, dtype=old_bias.dtype)
+            keep = min(new_size, old_bias.shape[0])
+            bias[:keep] = old_bias[:keep]
+            self.mlm_score.bias = nn.Parameter(bias)
+
     def image_token_stride(self) -> int:
-        """Pixels per image token side: the patch size (CLIP/ViT), patch size * 2^(stages-1) (Swin) or the stem
-        stride 4 * 2^(stages-1) of convolutional towers (ResNet, ConvNeXt: stride-4 stem, one downsampling per
-        later stage)."""
+        """Pixels per image token side: the patch size (CLIP/ViT/DeiT/SigLIP), patch size * 2^(stages-1) (Swin) or
+        the stem stride 4 * 2^(stages-1) of convolutional towers (ResNet, ConvNeXt: stride-4 stem, one downsampling
+        per later stage)."""
         vision = self.config.vision_config
         depths = getattr(vision, "depths", None)
         patch_size = getattr(vision, "patch_size", 4)
@@ -782,49 +1002,52 @@ class MeterForPreTraining(MeterPreTrainedModel):
             stages_downsampling += 1
         return patch_size * 2**stages_downsampling
 
+    @can_return_tuple
     def forward(
         self,
-        input_ids=None,
-        attention_mask=None,
-        token_type_ids=None,
-        pixel_values=None,
-        pixel_mask=None,
-        mlm_labels=None,
-        itm_labels=None,
-        bool_masked_pos=None,
-        output_attentions=None,
-        output_hidden_states=None,
-        return_dict=None,
-        **kwargs,
-    ) -> MeterForPreTrainingOutput | tuple:
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.LongTensor | None = None,
+        token_type_ids: torch.LongTensor | None = None,
+        pixel_values: torch.FloatTensor | None = None,
+        pixel_mask: torch.LongTensor | None = None,
+        mlm_labels: torch.LongTensor | None = None,
+        itm_labels: torch.LongTensor | None = None,
+        bool_masked_pos: torch.BoolTensor | None = None,
+        text_embeds: torch.FloatTensor | None = None,
+        image_embeds: torch.FloatTensor | None = None,
+        interpolate_pos_encoding: bool | None = None,
+        **kwargs: Unpack[TransformersKwargs],
+    ) -> MeterForPreTrainingOutput:
         r"""
         Args:
             mlm_labels (`(batch_size, text_length)`): original ids at masked positions, -100 elsewhere.
             itm_labels (`(batch_size,)`): 1 when the text describes the image, 0 otherwise.
-            bool_masked_pos (`(batch_size, num_image_patches)` bool): image patches (row-major, no [CLS]) to mask for
-                masked patch classification; masked patches are zeroed in pixel space before the vision tower.
+            bool_masked_pos (`(batch_size, num_image_patches)` bool): image patches (row-major, no prefix tokens) to
+                mask for masked patch classification; masked patches are zeroed in pixel space before the vision tower
+                (so it needs `pixel_values`, not `image_embeds`).
+            Other arguments as in [`MeterModel.forward`].
         """
-        return_dict = return_dict if return_dict is not None else self.config.return_dict
-        stride = self.image_token_stride()
+        _reject_unknown_kwargs(self, kwargs)
         target_patches = None
         if bool_masked_pos is not None:
-            pixel_values, target_patches = self._mask_patches(pixel_values, bool_masked_pos, stride)
+            pixel_values, target_patches = self._mask_patches(pixel_values, bool_masked_pos, self.image_token_stride())
+        self._check_inputs(mlm_labels=mlm_labels, itm_labels=itm_labels)
 
         outputs = self.meter(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            token_type_ids=token_type_ids,
-            pixel_values=pixel_values,
-            pixel_mask=pixel_mask,
-            output_attentions=output_attentions,
-            output_hidden_states=output_hidden_states,
-            return_dict=True,
+            input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
+            pixel_values=pixel_values, pixel_mask=pixel_mask, text_embeds=text_embeds, image_embeds=image_embeds,
+            interpolate_pos_encoding=interpolate_pos_encoding, **kwargs,
         )
         mlm_logits = self.mlm_score(outputs.text_features)
         itm_logits = self.itm_score(outputs.pooler_output)
 
         losses = {}
         if mlm_labels is not None:
+            if mlm_labels.shape != mlm_logits.shape[:2]:
+                raise ValueError(
+                    f"`mlm_labels` must be (batch_size, text_length) = {tuple(mlm_logits.shape[:2])}, got "
+                    f"{tuple(mlm_labels.shape)}."
+                )
             labels = mlm_labels.to(mlm_logits.device)
             if itm_labels is not None:
                 labels = labels.masked_fill(itm_labels.to(labels.device)[:, None] == 0, -100)
@@ -832,19 +1055,20 @@ class MeterForPreTraining(MeterPreTrainedModel):
                 mlm_logits.reshape(-1, mlm_logits.shape[-1]), labels.reshape(-1), ignore_index=-100
             )
         if itm_labels is not None:
+            if itm_labels.shape != itm_logits.shape[:1]:
+                raise ValueError(f"`itm_labels` must be (batch_size,), got {tuple(itm_labels.shape)}.")
             losses["itm_loss"] = F.cross_entropy(itm_logits, itm_labels.to(itm_logits.device).long())
         mim_logits = None
         if bool_masked_pos is not None:
-            image_tokens = outputs.image_features[:, 1:] if self.config.image_pooling == "cls" else outputs.image_features
-            predictions = self.mim_score(image_tokens[bool_masked_pos])  # (M, C * s * s)
+            image_tokens = outputs.image_features[:, self.meter.num_image_prefix_tokens :]
+            predictions = self.mim_score(image_tokens[bool_masked_pos.to(image_tokens.device)])  # (M, C * s * s)
             # paper Sec. 4.4: classify each masked patch among all masked patches of the batch (in-batch negatives)
-            mim_logits = predictions @ target_patches.t()  # (M, M)
+            mim_logits = predictions @ target_patches.to(predictions.dtype).t()  # (M, M)
             targets = torch.arange(mim_logits.shape[0], device=mim_logits.device)
             losses["mim_loss"] = F.cross_entropy(mim_logits, targets)
 
-        loss = sum(losses.values()) if losses else None
-        output = MeterForPreTrainingOutput(
-            loss=loss,
+        return MeterForPreTrainingOutput(
+            loss=sum(losses.values()) if losses else None,
             mlm_loss=losses.get("mlm_loss"),
             itm_loss=losses.get("itm_loss"),
             mim_loss=losses.get("mim_loss"),
@@ -854,13 +1078,22 @@ class MeterForPreTraining(MeterPreTrainedModel):
             pooler_output=outputs.pooler_output,
             **_fusion_outputs(outputs),
         )
-        return output if return_dict else output.to_tuple()
+
+    def validate_input_values(self, mlm_labels=None, itm_labels=None, **inputs) -> None:
+        super().validate_input_values(**inputs)
+        vocab_size = self.config.text_config.vocab_size
+        if mlm_labels is not None:
+            valid = (mlm_labels == -100) | ((mlm_labels >= 0) & (mlm_labels < vocab_size))
+            if not bool(valid.all()):
+                raise ValueError(f"`mlm_labels` must be -100 or token ids in [0, {vocab_size}).")
+        if itm_labels is not None and not bool(((itm_labels == 0) | (itm_labels == 1)).all()):
+            raise ValueError(f"`itm_labels` must be 0 (mismatch) or 1 (match), got {itm_labels.tolist()[:6]}.")
 
     @staticmethod
     def _mask_patches(pixel_values, bool_masked_pos, stride):
         """Zeroes the masked patches (the mean colour after normalisation) and returns the original patches."""
         if pixel_values is None:
-            raise ValueError("`bool_masked_pos` was given without `pixel_values`.")
+            raise ValueError("`bool_masked_pos` was given without `pixel_values` (masking needs the pixels).")
         batch_size, channels, height, width = pixel_values.shape
         grid_h, grid_w = height // stride, width // stride
         if bool_masked_pos.shape != (batch_size, grid_h * grid_w):
@@ -868,11 +1101,10 @@ class MeterForPreTraining(MeterPreTrainedModel):
                 f"`bool_masked_pos` must be (batch_size, num_patches) = {(batch_size, grid_h * grid_w)}, got "
                 f"{tuple(bool_masked_pos.shape)}."
             )
-        if not bool(bool_masked_pos.any()):
-            raise ValueError("`bool_masked_pos` masks no patch.")
+        bool_masked_pos = bool_masked_pos.bool()
         patches = F.unfold(pixel_values, kernel_size=stride, stride=stride).transpose(1, 2)  # (B, N, C * s * s)
-        target_patches = patches[bool_masked_pos.bool()]
-        keep = (~bool_masked_pos.bool()).to(pixel_values.dtype).reshape(batch_size, 1, grid_h, grid_w)
+        target_patches = patches[bool_masked_pos]
+        keep = (~bool_masked_pos).to(pixel_values.dtype).reshape(batch_size, 1, grid_h, grid_w)
         keep = keep.repeat_interleave(stride, dim=2).repeat_interleave(stride, dim=3)
         return pixel_values * keep, target_patches
 
@@ -903,39 +1135,37 @@ class MeterForQuestionAnswering(MeterPreTrainedModel):
 
     accepts_loss_kwargs = False
 
-    def __init__(self, config: MeterConfig):
+    def __init__(self, config: MeterConfig, text_model=None, vision_model=None):
         super().__init__(config)
-        self.meter = MeterModel(config)
+        self.meter = MeterModel(config, text_model=text_model, vision_model=vision_model)
         self.classifier = _classifier(config, 2 * config.hidden_size, config.num_labels)
         self.post_init()
 
+    @can_return_tuple
     def forward(
         self,
-        input_ids=None,
-        attention_mask=None,
-        token_type_ids=None,
-        pixel_values=None,
-        pixel_mask=None,
-        labels=None,
-        output_attentions=None,
-        output_hidden_states=None,
-        return_dict=None,
-        **kwargs,
-    ) -> MeterClassifierOutput | tuple:
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.LongTensor | None = None,
+        token_type_ids: torch.LongTensor | None = None,
+        pixel_values: torch.FloatTensor | None = None,
+        pixel_mask: torch.LongTensor | None = None,
+        labels: torch.FloatTensor | None = None,
+        text_embeds: torch.FloatTensor | None = None,
+        image_embeds: torch.FloatTensor | None = None,
+        interpolate_pos_encoding: bool | None = None,
+        **kwargs: Unpack[TransformersKwargs],
+    ) -> MeterClassifierOutput:
         r"""
         Args:
-            labels (`(batch_size, num_labels)` float): soft VQA scores of every answer.
+            labels (`(batch_size, num_labels)` float): soft VQA scores of every answer, in [0, 1].
+            Other arguments as in [`MeterModel.forward`].
         """
-        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        _reject_unknown_kwargs(self, kwargs)
+        self._check_inputs(labels=labels)
         outputs = self.meter(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            token_type_ids=token_type_ids,
-            pixel_values=pixel_values,
-            pixel_mask=pixel_mask,
-            output_attentions=output_attentions,
-            output_hidden_states=output_hidden_states,
-            return_dict=True,
+            input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
+            pixel_values=pixel_values, pixel_mask=pixel_mask, text_embeds=text_embeds, image_embeds=image_embeds,
+            interpolate_pos_encoding=interpolate_pos_encoding, **kwargs,
         )
         logits = self.classifier(outputs.pooler_output)
         loss = None
@@ -947,54 +1177,62 @@ class MeterForQuestionAnswering(MeterPreTrainedModel):
                 )
             labels = labels.to(logits.device, logits.dtype)
             loss = F.binary_cross_entropy_with_logits(logits, labels) * labels.shape[1]
-        output = MeterClassifierOutput(
+        return MeterClassifierOutput(
             loss=loss, logits=logits, pooler_output=outputs.pooler_output, **_fusion_outputs(outputs)
         )
-        return output if return_dict else output.to_tuple()
+
+    def _validate_label_values(self, labels: torch.Tensor) -> None:
+        super()._validate_label_values(labels)
+        if labels.numel() and (float(labels.min()) < 0 or float(labels.max()) > 1):
+            raise ValueError(
+                f"`labels` must be soft VQA scores in [0, 1], got values in [{float(labels.min())}, "
+                f"{float(labels.max())}] (class indices? use hf_vl.data.soft_target_tensor)."
+            )
 
 
-class MeterForImageTextClassification(MeterPreTrainedModel):
+class MeterForImageTextClassification(_MeterClassIndexLabels, MeterPreTrainedModel):
     """METER for single-label classification of an (image, text) pair, e.g. SNLI-VE visual entailment
     (`num_labels=3`: entailment / neutral / contradiction). `labels`: `(batch_size,)` class ids, cross-entropy loss."""
 
     accepts_loss_kwargs = False
 
-    def __init__(self, config: MeterConfig):
+    def __init__(self, config: MeterConfig, text_model=None, vision_model=None):
         super().__init__(config)
-        self.meter = MeterModel(config)
+        self.meter = MeterModel(config, text_model=text_model, vision_model=vision_model)
         self.classifier = _classifier(config, 2 * config.hidden_size, config.num_labels)
         self.post_init()
 
+    @can_return_tuple
     def forward(
         self,
-        input_ids=None,
-        attention_mask=None,
-        token_type_ids=None,
-        pixel_values=None,
-        pixel_mask=None,
-        labels=None,
-        output_attentions=None,
-        output_hidden_states=None,
-        return_dict=None,
-        **kwargs,
-    ) -> MeterClassifierOutput | tuple:
-        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.LongTensor | None = None,
+        token_type_ids: torch.LongTensor | None = None,
+        pixel_values: torch.FloatTensor | None = None,
+        pixel_mask: torch.LongTensor | None = None,
+        labels: torch.LongTensor | None = None,
+        text_embeds: torch.FloatTensor | None = None,
+        image_embeds: torch.FloatTensor | None = None,
+        interpolate_pos_encoding: bool | None = None,
+        **kwargs: Unpack[TransformersKwargs],
+    ) -> MeterClassifierOutput:
+        r"""
+        Args:
+            labels (`(batch_size,)`): class indices in `[0, config.num_labels)`.
+            Other arguments as in [`MeterModel.forward`].
+        """
+        _reject_unknown_kwargs(self, kwargs)
+        self._check_inputs(labels=labels)
         outputs = self.meter(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            token_type_ids=token_type_ids,
-            pixel_values=pixel_values,
-            pixel_mask=pixel_mask,
-            output_attentions=output_attentions,
-            output_hidden_states=output_hidden_states,
-            return_dict=True,
+            input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
+            pixel_values=pixel_values, pixel_mask=pixel_mask, text_embeds=text_embeds, image_embeds=image_embeds,
+            interpolate_pos_encoding=interpolate_pos_encoding, **kwargs,
         )
         logits = self.classifier(outputs.pooler_output)
-        loss = _single_label_loss(logits, labels)
-        output = MeterClassifierOutput(
-            loss=loss, logits=logits, pooler_output=outputs.pooler_output, **_fusion_outputs(outputs)
+        return MeterClassifierOutput(
+            loss=_single_label_loss(logits, labels), logits=logits, pooler_output=outputs.pooler_output,
+            **_fusion_outputs(outputs),
         )
-        return output if return_dict else output.to_tuple()
 
 
 def _single_label_loss(logits, labels):
@@ -1005,17 +1243,18 @@ def _single_label_loss(logits, labels):
     return F.cross_entropy(logits, labels.to(logits.device).long())
 
 
-class MeterForImagesAndTextClassification(MeterPreTrainedModel):
+class MeterForImagesAndTextClassification(_MeterClassIndexLabels, MeterPreTrainedModel):
     """METER for NLVR2: one statement about two images. Each image is fused with the text separately (the second
     one with modality type 2, so `config.modality_type_vocab_size` must be 3); the two pooled outputs are concatenated
-    and classified (`num_labels=2`).
+    and classified (`num_labels=2`). The statement goes through the text tower once and both images through the vision
+    tower in one batch.
 
     `pixel_values`: `(batch_size, 2, 3, height, width)` (the [`MeterProcessor`] output for pairs of images).
     """
 
     accepts_loss_kwargs = False
 
-    def __init__(self, config: MeterConfig):
+    def __init__(self, config: MeterConfig, text_model=None, vision_model=None):
         if config.modality_type_vocab_size < 3:
             raise ValueError(
                 "MeterForImagesAndTextClassification needs `modality_type_vocab_size=3` (one row per image plus text), "
@@ -1023,51 +1262,77 @@ class MeterForImagesAndTextClassification(MeterPreTrainedModel):
                 "loaded base model or set it in the config."
             )
         super().__init__(config)
-        self.meter = MeterModel(config)
+        self.meter = MeterModel(config, text_model=text_model, vision_model=vision_model)
         self.classifier = _classifier(config, 4 * config.hidden_size, config.num_labels)
         self.post_init()
 
+    @can_return_tuple
     def forward(
         self,
-        input_ids=None,
-        attention_mask=None,
-        token_type_ids=None,
-        pixel_values=None,
-        pixel_mask=None,
-        labels=None,
-        output_attentions=None,
-        output_hidden_states=None,
-        return_dict=None,
-        **kwargs,
-    ) -> MeterClassifierOutput | tuple:
-        return_dict = return_dict if return_dict is not None else self.config.return_dict
-        if pixel_values is None or pixel_values.dim() != 5 or pixel_values.shape[1] != 2:
-            shape = None if pixel_values is None else tuple(pixel_values.shape)
-            raise ValueError(f"`pixel_values` must be (batch_size, 2, 3, height, width) for NLVR2, got {shape}.")
-        per_image = []
-        for image_index in range(2):
-            per_image.append(
-                self.meter(
-                    input_ids=input_ids,
-                    attention_mask=attention_mask,
-                    token_type_ids=token_type_ids,
-                    pixel_values=pixel_values[:, image_index],
-                    pixel_mask=None if pixel_mask is None else pixel_mask[:, image_index],
-                    image_token_type_idx=image_index + 1,
-                    output_attentions=output_attentions,
-                    output_hidden_states=output_hidden_states,
-                    return_dict=True,
-                )
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.LongTensor | None = None,
+        token_type_ids: torch.LongTensor | None = None,
+        pixel_values: torch.FloatTensor | None = None,
+        pixel_mask: torch.LongTensor | None = None,
+        labels: torch.LongTensor | None = None,
+        text_embeds: torch.FloatTensor | None = None,
+        image_embeds: torch.FloatTensor | None = None,
+        interpolate_pos_encoding: bool | None = None,
+        **kwargs: Unpack[TransformersKwargs],
+    ) -> MeterClassifierOutput:
+        r"""
+        Args:
+            pixel_values (`(batch_size, 2, 3, height, width)`): the two images of each statement.
+            pixel_mask (`(batch_size, 2, height, width)`, *optional*).
+            image_embeds (`(batch_size, 2, image_length, vision_hidden_size)`, *optional*): vision tower outputs
+                of both images instead of `pixel_values`.
+            labels (`(batch_size,)`): class indices (NLVR2: 0 = false, 1 = true).
+        """
+        _reject_unknown_kwargs(self, kwargs)
+        if image_embeds is None:
+            if pixel_values is None or pixel_values.dim() != 5 or pixel_values.shape[1] != 2:
+                shape = None if pixel_values is None else tuple(pixel_values.shape)
+                raise ValueError(f"`pixel_values` must be (batch_size, 2, 3, height, width) for NLVR2, got {shape}.")
+            if pixel_mask is not None and (pixel_mask.dim() != 4 or pixel_mask.shape[1] != 2):
+                raise ValueError(f"`pixel_mask` must be (batch_size, 2, height, width), got {tuple(pixel_mask.shape)}.")
+            # both images through the vision tower in one batch: (B, 2, C, H, W) -> (2B, ...) -> (B, 2, Li, D)
+            batch_size = pixel_values.shape[0]
+            self.meter._validate_input_shapes(
+                input_ids, attention_mask, token_type_ids, pixel_values[:, 0], None, text_embeds, None, 1
             )
+            flat = self.meter.get_image_encoder_hidden_states(pixel_values.flatten(0, 1), interpolate_pos_encoding)
+            image_embeds = flat.unflatten(0, (batch_size, 2))
+            self._check_inputs(pixel_values=pixel_values)
+        elif image_embeds.dim() != 4 or image_embeds.shape[1] != 2:
+            raise ValueError(
+                f"`image_embeds` must be (batch_size, 2, image_length, hidden) for NLVR2, got {tuple(image_embeds.shape)}."
+            )
+        if text_embeds is None:
+            self.meter._validate_input_shapes(
+                input_ids, attention_mask, token_type_ids, None, None, None, image_embeds[:, 0], 1
+            )
+            text_embeds = self.meter.get_text_encoder_hidden_states(input_ids, attention_mask, token_type_ids)
+        self._check_inputs(input_ids=input_ids, attention_mask=attention_mask, labels=labels)
+        per_image = [
+            self.meter(
+                attention_mask=attention_mask,
+                text_embeds=text_embeds,
+                image_embeds=image_embeds[:, index],
+                pixel_mask=None if pixel_mask is None else pixel_mask[:, index],
+                image_token_type_idx=index + 1,
+                **kwargs,
+            )
+            for index in range(2)
+        ]
         pooled = torch.cat([o.pooler_output for o in per_image], dim=-1)  # (B, 4 * hidden)
         logits = self.classifier(pooled)
-        loss = _single_label_loss(logits, labels)
         stacked = {}
         for name in _FUSION_OUTPUT_FIELDS:
             first, second = getattr(per_image[0], name), getattr(per_image[1], name)
             stacked[name] = None if first is None else tuple(torch.stack(pair, dim=1) for pair in zip(first, second))
-        output = MeterClassifierOutput(loss=loss, logits=logits, pooler_output=pooled, **stacked)
-        return output if return_dict else output.to_tuple()
+        return MeterClassifierOutput(
+            loss=_single_label_loss(logits, labels), logits=logits, pooler_output=pooled, **stacked
+        )
 
 
 class MeterForImageAndTextRetrieval(MeterPreTrainedModel):
@@ -1077,56 +1342,65 @@ class MeterForImageAndTextRetrieval(MeterPreTrainedModel):
     Two ways to train:
     - pairs: `input_ids (B, L)`, `pixel_values (B, 3, H, W)`, `labels (B,)` 1/0 -> binary cross-entropy;
     - ranking (METER's IRTR): `input_ids (B, K, L)` = K candidate texts per image, `labels (B,)` = index of the true
-      text -> cross-entropy over the K scores. `logits` are then `(B, K)`.
+      text -> cross-entropy over the K scores. `logits` are then `(B, K)`. Each image goes through the vision tower
+      once; its tokens are shared by its K candidates.
     """
 
     accepts_loss_kwargs = False
 
-    def __init__(self, config: MeterConfig):
+    def __init__(self, config: MeterConfig, text_model=None, vision_model=None):
         super().__init__(config)
-        self.meter = MeterModel(config)
+        self.meter = MeterModel(config, text_model=text_model, vision_model=vision_model)
         self.rank_output = nn.Linear(2 * config.hidden_size, 1)
         self.post_init()
 
+    @can_return_tuple
     def forward(
         self,
-        input_ids=None,
-        attention_mask=None,
-        token_type_ids=None,
-        pixel_values=None,
-        pixel_mask=None,
-        labels=None,
-        output_attentions=None,
-        output_hidden_states=None,
-        return_dict=None,
-        **kwargs,
-    ) -> MeterClassifierOutput | tuple:
-        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.LongTensor | None = None,
+        token_type_ids: torch.LongTensor | None = None,
+        pixel_values: torch.FloatTensor | None = None,
+        pixel_mask: torch.LongTensor | None = None,
+        labels: torch.Tensor | None = None,
+        text_embeds: torch.FloatTensor | None = None,
+        image_embeds: torch.FloatTensor | None = None,
+        interpolate_pos_encoding: bool | None = None,
+        **kwargs: Unpack[TransformersKwargs],
+    ) -> MeterClassifierOutput:
+        r"""
+        Args:
+            input_ids (`(batch_size, text_length)` or `(batch_size, num_candidates, text_length)`).
+            labels: `(batch_size,)` 1/0 match labels for pairs, or the index of the true candidate in ranking mode.
+            image_embeds (`(batch_size, image_length, vision_hidden_size)`, *optional*): vision tower outputs, shared by
+                all candidates of the image.
+        """
+        _reject_unknown_kwargs(self, kwargs)
         num_candidates = None
-        if input_ids is not None and input_ids.dim() == 3:
-            batch_size, num_candidates, text_length = input_ids.shape
-            if pixel_values is None or pixel_values.shape[0] != batch_size:
+        candidates = text_embeds if input_ids is None else input_ids
+        if candidates is not None and candidates.dim() == (4 if input_ids is None else 3):
+            batch_size, num_candidates = candidates.shape[:2]
+            image_batch = (pixel_values if image_embeds is None else image_embeds)
+            if image_batch is None or image_batch.shape[0] != batch_size:
                 raise ValueError(
-                    f"Ranking mode: `pixel_values` must have batch_size {batch_size} like `input_ids`, got "
-                    f"{None if pixel_values is None else tuple(pixel_values.shape)}."
+                    f"Ranking mode: the images must have batch_size {batch_size} like `input_ids`, got "
+                    f"{None if image_batch is None else tuple(image_batch.shape)}."
                 )
-            input_ids = input_ids.reshape(batch_size * num_candidates, text_length)
-            if attention_mask is not None:
-                attention_mask = attention_mask.reshape(batch_size * num_candidates, text_length)
-            if token_type_ids is not None:
-                token_type_ids = token_type_ids.reshape(batch_size * num_candidates, text_length)
-            pixel_values = pixel_values.repeat_interleave(num_candidates, dim=0)
+            flat = lambda t: None if t is None else t.flatten(0, 1)  # noqa: E731  (B, K, ...) -> (B * K, ...)
+            input_ids, text_embeds = flat(input_ids), flat(text_embeds)
+            attention_mask, token_type_ids = flat(attention_mask), flat(token_type_ids)
+            if image_embeds is None:  # encode every image once, then share its tokens with its K candidates
+                image_embeds = self.meter.get_image_encoder_hidden_states(pixel_values, interpolate_pos_encoding)
+                self._check_inputs(pixel_values=pixel_values)
+                pixel_values = None
+            image_embeds = image_embeds.repeat_interleave(num_candidates, dim=0)
             if pixel_mask is not None:
                 pixel_mask = pixel_mask.repeat_interleave(num_candidates, dim=0)
+        self._check_inputs(labels=labels, num_candidates=num_candidates)
         outputs = self.meter(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            token_type_ids=token_type_ids,
-            pixel_values=pixel_values,
-            pixel_mask=pixel_mask,
-            output_attentions=output_attentions,
-            output_hidden_states=output_hidden_states,
-            return_dict=True,
+            input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
+            pixel_values=pixel_values, pixel_mask=pixel_mask, text_embeds=text_embeds, image_embeds=image_embeds,
+            interpolate_pos_encoding=interpolate_pos_encoding, **kwargs,
         )
         logits = self.rank_output(outputs.pooler_output)  # (B [* K], 1)
         loss = None
@@ -1137,10 +1411,21 @@ class MeterForImageAndTextRetrieval(MeterPreTrainedModel):
             if labels.shape != logits.shape[:1]:
                 raise ValueError(f"`labels` must be (batch_size,) 1/0 match labels, got {tuple(labels.shape)}.")
             loss = F.binary_cross_entropy_with_logits(logits[:, 0], labels.to(logits.device, logits.dtype))
-        output = MeterClassifierOutput(
+        return MeterClassifierOutput(
             loss=loss, logits=logits, pooler_output=outputs.pooler_output, **_fusion_outputs(outputs)
         )
-        return output if return_dict else output.to_tuple()
+
+    def validate_input_values(self, labels=None, num_candidates=None, **inputs) -> None:
+        super().validate_input_values(**inputs)
+        if labels is None or not labels.numel():
+            return
+        if num_candidates is None and not bool(((labels == 0) | (labels == 1)).all()):
+            raise ValueError(f"`labels` must be 1 (match) or 0 (mismatch) for pairs, got {labels.tolist()[:6]}.")
+        if num_candidates is not None and (int(labels.min()) < 0 or int(labels.max()) >= num_candidates):
+            raise ValueError(
+                f"`labels` must be the index of the true candidate in [0, {num_candidates}), got values in "
+                f"[{int(labels.min())}, {int(labels.max())}]."
+            )
 
 
 __all__ = [
