@@ -3,15 +3,23 @@
 `save_for_hub` registers the model, config and processor classes for their Auto classes (so `save_pretrained`
 copies `modeling_<name>.py`, `configuration_<name>.py`, `processing_<name>.py`, `image_processing_<name>.py`),
 writes the FULL `auto_map` (every head, not only the saved class: transformers only records the class that was
-saved) and fills the model card template `model_cards/<model_type>.md`.
+saved) and fills the model card template `<model_type>.md` shipped inside the package (`hf_vl/model_cards/`, package
+data read with `importlib.resources`, so an installed wheel publishes too).
 """
+
+from __future__ import annotations
 
 import json
 import os
 import string
+from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from transformers import PreTrainedModel
+
+if TYPE_CHECKING:
+    from importlib.resources.abc import Traversable
 
 
 def _code_auto_map(model: PreTrainedModel) -> dict[str, str]:
@@ -31,17 +39,38 @@ def _module_file(cls) -> str:
     return cls.__module__.rsplit(".", 1)[-1]
 
 
-def model_card_template_path(model_type: str) -> Path:
-    """`model_cards/<model_type>.md` of the hf_vl source tree."""
-    path = Path(__file__).resolve().parents[2] / "model_cards" / f"{model_type}.md"
-    if not path.is_file():
-        raise FileNotFoundError(f"No model card template for {model_type!r} at {path}.")
-    return path
+#: Package-data folder of the model card templates (`hf_vl/model_cards/<model_type>.md`).
+MODEL_CARDS_PACKAGE_DIR = "model_cards"
+
+
+def available_model_card_templates() -> list[str]:
+    """The model types that have a model card template in the installed package."""
+    folder = resources.files("hf_vl").joinpath(MODEL_CARDS_PACKAGE_DIR)
+    if not folder.is_dir():
+        return []
+    names = (entry.name for entry in folder.iterdir() if entry.is_file())
+    return sorted(name[: -len(".md")] for name in names if name.endswith(".md"))
+
+
+def model_card_template_path(model_type: str) -> Traversable:
+    """The template `hf_vl/model_cards/<model_type>.md` of the installed package (a `Traversable`: a `Path` for a
+    regular install, a zip path when hf_vl is imported from an archive); read it with `.read_text()`."""
+    if not isinstance(model_type, str) or not model_type:
+        raise TypeError(f"`model_type` must be a non-empty str, got {model_type!r}.")
+    template = resources.files("hf_vl").joinpath(MODEL_CARDS_PACKAGE_DIR).joinpath(f"{model_type}.md")
+    if not template.is_file():
+        raise FileNotFoundError(
+            f"No model card template for model_type {model_type!r} in the hf_vl package "
+            f"(hf_vl/{MODEL_CARDS_PACKAGE_DIR}/{model_type}.md); templates exist for "
+            f"{available_model_card_templates()}."
+        )
+    return template
 
 
 def render_model_card(model: PreTrainedModel, **fields) -> str:
-    """Fills `model_cards/<model_type>.md` (`$name` placeholders, `string.Template`); unknown fields raise."""
-    template = string.Template(model_card_template_path(model.config.model_type).read_text())
+    """Fills the package template `hf_vl/model_cards/<model_type>.md` (`$name` placeholders, `string.Template`);
+    a placeholder left without a value raises `KeyError`."""
+    template = string.Template(model_card_template_path(model.config.model_type).read_text(encoding="utf-8"))
     defaults = {
         "model_class": type(model).__name__,
         "num_parameters": f"{model.num_parameters() / 1e6:.1f}M",
@@ -78,7 +107,7 @@ def save_for_hub(model: PreTrainedModel, save_directory: str, processor=None, mo
             type(image_processor).register_for_auto_class("AutoImageProcessor")
         processor.save_pretrained(save_directory)
     if model_card is not None:
-        Path(save_directory, "README.md").write_text(model_card)
+        Path(save_directory, "README.md").write_text(model_card, encoding="utf-8")
     return save_directory
 
 

@@ -1,10 +1,12 @@
-"""Tests of hf_vl.data.collators: BERT masking, whole-word and span masking, ITM negatives."""
+"""Tests of hf_vl.data.collators: BERT masking, whole-word and span masking, ITM negatives, per-worker seeding."""
 
 import copy
 
 import easy_vqa
 import pytest
 import torch
+from torch.utils.data import DataLoader
+from transformers import DataCollatorForLanguageModeling
 
 from hf_vl.data import (
     DataCollatorForImageTextMatching,
@@ -53,7 +55,7 @@ def _word_groups(encoding, row):
 
 
 def test_masking_rate_and_never_special_or_padding(minilm_tokenizer, question_batch):
-    collator = DataCollatorForVLMaskedLM(minilm_tokenizer, generator=_generator())
+    collator = DataCollatorForVLMaskedLM(minilm_tokenizer, seed=0)
     original = torch.tensor(question_batch["input_ids"])
     attention_mask = torch.tensor(question_batch["attention_mask"])
     batch = collator(copy.deepcopy(question_batch))
@@ -70,7 +72,7 @@ def test_masking_rate_and_never_special_or_padding(minilm_tokenizer, question_ba
 
 
 def test_replacement_is_80_10_10(minilm_tokenizer, question_batch):
-    collator = DataCollatorForVLMaskedLM(minilm_tokenizer, mlm_probability=0.5, generator=_generator(1))
+    collator = DataCollatorForVLMaskedLM(minilm_tokenizer, mlm_probability=0.5, seed=1)
     original = torch.tensor(question_batch["input_ids"])
     batch = collator(copy.deepcopy(question_batch))
     chosen = batch["mlm_labels"] != -100
@@ -84,18 +86,86 @@ def test_replacement_is_80_10_10(minilm_tokenizer, question_batch):
     assert unchanged == pytest.approx(0.1, abs=0.01)
     assert randomized == pytest.approx(0.1, abs=0.01)
     random_tokens = corrupted[(corrupted != minilm_tokenizer.mask_token_id) & (corrupted != original[chosen])]
-    assert not torch.isin(random_tokens, torch.tensor(minilm_tokenizer.all_special_ids)).any()
-    assert len(set(random_tokens.tolist())) > 1_000  # drawn from the whole vocabulary
+    assert len(set(random_tokens.tolist())) > 1_000  # drawn from the whole vocabulary (as transformers and BERT do)
+
+
+def test_masking_is_transformers_data_collator(minilm_tokenizer):
+    collator = DataCollatorForVLMaskedLM(minilm_tokenizer, whole_word_mask=True, seed=0)
+    assert isinstance(collator, DataCollatorForLanguageModeling)
+    assert isinstance(DataCollatorForSpanMasking(minilm_tokenizer), DataCollatorForLanguageModeling)
+    # transformers turns whole-word masking into 100% [MASK]; hf_vl keeps the requested 80/10/10.
+    assert (collator.mask_replace_prob, collator.random_replace_prob) == (0.8, 0.1)
 
 
 def test_masks_are_reproducible_with_a_seeded_generator(minilm_tokenizer, questions):
     features = [minilm_tokenizer(question) for question in questions[:64]]
-    first = DataCollatorForVLMaskedLM(minilm_tokenizer, generator=_generator(7))(features)
-    second = DataCollatorForVLMaskedLM(minilm_tokenizer, generator=_generator(7))(features)
-    third = DataCollatorForVLMaskedLM(minilm_tokenizer, generator=_generator(8))(features)
+    first = DataCollatorForVLMaskedLM(minilm_tokenizer, seed=7)(features)
+    second = DataCollatorForVLMaskedLM(minilm_tokenizer, seed=7)(features)
+    third = DataCollatorForVLMaskedLM(minilm_tokenizer, seed=8)(features)
     assert torch.equal(first["input_ids"], second["input_ids"])
     assert torch.equal(first["mlm_labels"], second["mlm_labels"])
     assert not torch.equal(first["mlm_labels"], third["mlm_labels"])
+    # One collator draws new masks for each batch (its generator persists across calls).
+    collator = DataCollatorForVLMaskedLM(minilm_tokenizer, seed=7)
+    assert torch.equal(collator(features)["mlm_labels"], first["mlm_labels"])
+    assert not torch.equal(collator(features)["mlm_labels"], first["mlm_labels"])
+
+
+# ----------------------------------------------------------------------------------------------
+# Seeding across DataLoader workers
+# ----------------------------------------------------------------------------------------------
+
+_LONG_TEXT = "the unaffordable housing crisis is unbelievably overwhelming for every small teal rectangle " * 3
+
+
+def _masks_from_loader(collator, features, num_workers, batch_size=8):
+    loader = DataLoader(features, batch_size=batch_size, num_workers=num_workers, collate_fn=collator)
+    return [batch["mlm_labels"] != -100 for batch in loader]
+
+
+@pytest.mark.parametrize(
+    "make_collator",
+    [
+        lambda tokenizer, seed: DataCollatorForVLMaskedLM(tokenizer, seed=seed),
+        lambda tokenizer, seed: DataCollatorForVLMaskedLM(tokenizer, whole_word_mask=True, seed=seed),
+        lambda tokenizer, seed: DataCollatorForSpanMasking(tokenizer, anchor_probability=0.2, seed=seed),
+    ],
+    ids=["token", "whole_word", "span"],
+)
+def test_seeded_dataloader_workers_draw_different_reproducible_masks(minilm_tokenizer, make_collator):
+    # 32 identical examples: any difference between batches comes from the random generator.
+    features = [dict(minilm_tokenizer(_LONG_TEXT))] * 32
+    collator = make_collator(minilm_tokenizer, 3)
+    collator(features[:8])  # used in the main process first: the workers must not inherit its generator
+    batches = _masks_from_loader(collator, features, num_workers=2)  # batches 0, 2: worker 0; 1, 3: worker 1
+    assert len(batches) == 4 and all(batch.any() for batch in batches)
+    assert not torch.equal(batches[0], batches[1])  # the two workers draw different masks
+    assert not torch.equal(batches[0], batches[2])  # one worker draws new masks per batch
+    assert not torch.equal(batches[1], batches[3])
+    # Reproducible: a new run with the same seed gives the same masks, batch for batch.
+    again = _masks_from_loader(make_collator(minilm_tokenizer, 3), features, num_workers=2)
+    assert all(torch.equal(first, second) for first, second in zip(batches, again))
+    other_seed = _masks_from_loader(make_collator(minilm_tokenizer, 4), features, num_workers=2)
+    assert not torch.equal(batches[0], other_seed[0])
+    # transformers' scheme: worker k draws what a single process seeded `seed + k` draws.
+    for worker in (0, 1):
+        single = make_collator(minilm_tokenizer, 3 + worker)
+        expected = [single(features[:8])["mlm_labels"] != -100 for _ in range(2)]
+        assert torch.equal(batches[worker], expected[0]) and torch.equal(batches[worker + 2], expected[1])
+
+
+def test_seeded_itm_negatives_differ_across_workers_and_repeat():
+    features = _itm_features(8) * 4
+
+    def shown_images(seed):
+        collator = DataCollatorForImageTextMatching(seed=seed)
+        collator(features[:8])  # used in the main process first: the workers must not inherit its generator
+        loader = DataLoader(features, batch_size=8, num_workers=2, collate_fn=collator)
+        return [batch["pixel_values"][:, 0, 0, 0].long() for batch in loader]
+
+    first, second = shown_images(5), shown_images(5)
+    assert all(torch.equal(a, b) for a, b in zip(first, second))
+    assert not torch.equal(first[0], first[1])  # worker 0 and worker 1 pick different negatives
 
 
 def test_examples_are_padded_and_other_keys_pass_through(minilm_tokenizer):
@@ -106,7 +176,7 @@ def test_examples_are_padded_and_other_keys_pass_through(minilm_tokenizer):
             pixel_values=torch.full((3, 8, 8), float(index)), question=text, answer_ids=[index] * (index + 1)
         )
         features.append(example)
-    collator = DataCollatorForVLMaskedLM(minilm_tokenizer, label_key="text_labels", generator=_generator())
+    collator = DataCollatorForVLMaskedLM(minilm_tokenizer, label_key="text_labels", seed=0)
     batch = collator(features)
     lengths = [len(example["input_ids"]) for example in features]
     assert batch["input_ids"].shape == (2, max(lengths))
@@ -130,10 +200,10 @@ def test_whole_word_masking_wordpiece(minilm_tokenizer, questions):
     encoding = minilm_tokenizer(texts, padding=True)
     # Word boundaries from the fast tokenizer's word_ids() (BatchEncoding) and from "##" (examples).
     from_encoding = DataCollatorForVLMaskedLM(
-        minilm_tokenizer, mlm_probability=0.3, whole_word_mask=True, generator=_generator()
+        minilm_tokenizer, mlm_probability=0.3, whole_word_mask=True, seed=0
     )(copy.deepcopy(encoding))
     from_strings = DataCollatorForVLMaskedLM(
-        minilm_tokenizer, mlm_probability=0.3, whole_word_mask=True, generator=_generator()
+        minilm_tokenizer, mlm_probability=0.3, whole_word_mask=True, seed=0
     )([{key: encoding[key][row] for key in encoding} for row in range(len(texts))])
     assert torch.equal(from_encoding["mlm_labels"], from_strings["mlm_labels"])
     chosen_words = total_words = multi_token_words = 0
@@ -155,7 +225,7 @@ def test_whole_word_masking_byte_level_bpe(tiny_roberta_tokenizer):
     tokens = tiny_roberta_tokenizer.convert_ids_to_tokens(encoding["input_ids"][0])
     assert tokens == ["<s>", "the", "Ġcat", "Ġsat", "Ġon", "Ġ", "the", "Ġun", "happy", "Ġmat", ".", "</s>"]
     collator = DataCollatorForVLMaskedLM(
-        tiny_roberta_tokenizer, mlm_probability=0.4, whole_word_mask=True, generator=_generator(2)
+        tiny_roberta_tokenizer, mlm_probability=0.4, whole_word_mask=True, seed=2
     )
     assert collator.subword_scheme == "byte_bpe"
     batch = collator(
@@ -173,7 +243,7 @@ def test_whole_word_masking_byte_level_bpe(tiny_roberta_tokenizer):
     assert not torch.equal(chosen[:, 1], chosen[:, 2])  # different words are masked independently
     # word_ids() of the fast tokenizer split "." from "mat".
     from_encoding = DataCollatorForVLMaskedLM(
-        tiny_roberta_tokenizer, mlm_probability=0.4, whole_word_mask=True, generator=_generator(2)
+        tiny_roberta_tokenizer, mlm_probability=0.4, whole_word_mask=True, seed=2
     )(tiny_roberta_tokenizer(texts))
     chosen = from_encoding["mlm_labels"] != -100
     assert torch.equal(chosen[:, 7], chosen[:, 8]) and not torch.equal(chosen[:, 9], chosen[:, 10])
@@ -188,13 +258,55 @@ def test_word_ids_key_in_examples_is_used_and_dropped(minilm_tokenizer):
         word_ids = [None] + [0] * (len(ids) - 2) + [None]
         features.append({"input_ids": ids, "attention_mask": encoding["attention_mask"][row], "word_ids": word_ids})
     collator = DataCollatorForVLMaskedLM(
-        minilm_tokenizer, mlm_probability=0.5, whole_word_mask=True, generator=_generator()
+        minilm_tokenizer, mlm_probability=0.5, whole_word_mask=True, seed=0
     )
     for _ in range(20):
         batch = collator(features)
         assert "word_ids" not in batch
         chosen = batch["mlm_labels"][0] != -100
         assert chosen[1:-1].all() or not chosen.any()
+
+
+def test_whole_word_masking_keeps_80_10_10(minilm_tokenizer, question_batch):
+    collator = DataCollatorForVLMaskedLM(minilm_tokenizer, mlm_probability=0.5, whole_word_mask=True, seed=11)
+    original = torch.tensor(question_batch["input_ids"])
+    batch = collator(copy.deepcopy(question_batch))
+    chosen = batch["mlm_labels"] != -100
+    corrupted, targets = batch["input_ids"][chosen], original[chosen]
+    assert chosen.sum() > 15_000
+    assert (corrupted == minilm_tokenizer.mask_token_id).float().mean().item() == pytest.approx(0.8, abs=0.01)
+    assert (corrupted == targets).float().mean().item() == pytest.approx(0.1, abs=0.01)
+    assert torch.equal(batch["mlm_labels"][chosen], targets)
+
+
+def test_whole_word_masking_with_offset_mapping_follows_transformers(minilm_tokenizer):
+    # Examples of different lengths with offsets: transformers' own collator cannot pad `offset_mapping`.
+    texts = ["an unaffordable teal shape?", "is the unbelievably overwhelming circle red?", "no"] * 300
+    features = [dict(minilm_tokenizer(text, return_offsets_mapping=True)) for text in texts]
+    collator = DataCollatorForVLMaskedLM(minilm_tokenizer, mlm_probability=0.4, whole_word_mask=True, seed=1)
+    batch = collator(features)
+    assert "offset_mapping" not in batch
+    chosen = batch["mlm_labels"] != -100
+    chosen_words = total_words = 0
+    for row, example in enumerate(features):
+        # transformers' rule: a word is a run of tokens whose character spans touch ("shape?" is one word).
+        words, previous_end = [], None
+        for position, (start, end) in enumerate(example["offset_mapping"]):
+            if start == end:  # [CLS] / [SEP]
+                previous_end = None
+                continue
+            if start != previous_end:
+                words.append([])
+            words[-1].append(position)
+            previous_end = end
+        for positions in words:
+            states = set(chosen[row, positions].tolist())
+            assert len(states) == 1, f"word {positions} of row {row} partly masked"
+            chosen_words += states.pop()
+            total_words += 1
+        assert not chosen[row, len(example["input_ids"]) :].any()  # padding
+    assert texts[0].endswith("shape?") and len(minilm_tokenizer.tokenize("unaffordable")) > 1
+    assert chosen_words / total_words == pytest.approx(0.4, abs=0.03)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -233,7 +345,7 @@ def test_spans_stop_at_segment_boundaries():
 
 
 def test_span_masking_collator_masks_whole_word_spans(minilm_tokenizer, question_batch):
-    collator = DataCollatorForSpanMasking(minilm_tokenizer, generator=_generator(5))
+    collator = DataCollatorForSpanMasking(minilm_tokenizer, seed=5)
     original = torch.tensor(question_batch["input_ids"])
     batch = collator(copy.deepcopy(question_batch))
     chosen = batch["mlm_labels"] != -100
@@ -275,7 +387,7 @@ def _itm_features(batch_size, image_ids=None):
 
 
 def test_itm_labels_match_the_swapped_images():
-    collator = DataCollatorForImageTextMatching(generator=_generator())
+    collator = DataCollatorForImageTextMatching(seed=0)
     negatives = total = 0
     for _ in range(60):
         batch = collator(_itm_features(8))
@@ -292,7 +404,7 @@ def test_itm_labels_match_the_swapped_images():
 
 def test_itm_never_pairs_examples_of_the_same_image():
     image_ids = [0, 0, 0, 1, 1, 2, 2, 2]
-    collator = DataCollatorForImageTextMatching(negative_probability=1.0, generator=_generator(1))
+    collator = DataCollatorForImageTextMatching(negative_probability=1.0, seed=1)
     for _ in range(30):
         batch = collator(_itm_features(8, image_ids))
         shown = batch["pixel_values"][:, 0, 0, 0].long()
@@ -312,7 +424,7 @@ def test_itm_pads_text_with_a_tokenizer_and_honours_image_keys(minilm_tokenizer)
         negative_probability=1.0,
         tokenizer=minilm_tokenizer,
         image_keys=["image_embeds", "image_id"],
-        generator=_generator(),
+        seed=0,
     )
     batch = collator(features)
     assert batch["input_ids"].shape == (3, max(len(example["input_ids"]) for example in features))
@@ -332,7 +444,7 @@ def test_itm_swaps_region_features_together():
                 "visual_attention_mask": torch.tensor([1] * (index % 5 + 1) + [0] * (4 - index % 5)),
             }
         )
-    batch = DataCollatorForImageTextMatching(negative_probability=0.5, generator=_generator(2))(features)
+    batch = DataCollatorForImageTextMatching(negative_probability=0.5, seed=2)(features)
     shown = batch["visual_feats"][:, 0, 0].long()
     assert torch.allclose(batch["visual_pos"][:, 0, 0], shown.float() / 10)
     assert torch.equal(batch["visual_attention_mask"].sum(dim=1), shown % 5 + 1)
@@ -349,7 +461,7 @@ def test_itm_hard_negatives_follow_the_similarity():
         return scores
 
     collator = DataCollatorForImageTextMatching(
-        negative_probability=1.0, hard_negatives=True, similarity=similarity, generator=_generator(3)
+        negative_probability=1.0, hard_negatives=True, similarity=similarity, seed=3
     )
     batch = collator(_itm_features(6))
     assert torch.equal(batch["pixel_values"][:, 0, 0, 0].long(), (torch.arange(6) + 1) % 6)
@@ -362,7 +474,7 @@ def test_itm_hard_negatives_follow_the_similarity():
     for example, index in zip(features, (3, 8, 5)):
         example["index"] = index
     collator = DataCollatorForImageTextMatching(
-        negative_probability=1.0, hard_negatives=True, similarity=dataset_similarity, generator=_generator(4)
+        negative_probability=1.0, hard_negatives=True, similarity=dataset_similarity, seed=4
     )
     batch = collator(features)
     assert batch["pixel_values"][:, 0, 0, 0].long().tolist() == [1, 2, 0]
@@ -425,7 +537,10 @@ def test_sample_hard_negatives_errors(similarity, kwargs, error, argument):
         ({"whole_word_mask": "yes"}, TypeError, "whole_word_mask"),
         ({"label_key": ""}, TypeError, "label_key"),
         ({"pad_to_multiple_of": 0}, ValueError, "pad_to_multiple_of"),
-        ({"generator": 1}, TypeError, "generator"),
+        ({"seed": -1}, TypeError, "seed"),
+        ({"seed": 1.5}, TypeError, "seed"),
+        ({"seed": True}, TypeError, "seed"),
+        ({"generator": torch.Generator()}, TypeError, "generator"),  # replaced by `seed` (per-worker generators)
     ],
 )
 def test_masked_lm_argument_errors(minilm_tokenizer, kwargs, error, argument):
@@ -434,6 +549,8 @@ def test_masked_lm_argument_errors(minilm_tokenizer, kwargs, error, argument):
 
 
 def test_span_masking_argument_errors(minilm_tokenizer):
+    with pytest.raises(TypeError, match="mlm_probability"):
+        DataCollatorForSpanMasking(minilm_tokenizer, mlm_probability=0.3)  # spans set the rate, not tokens
     with pytest.raises(ValueError, match="anchor_probability"):
         DataCollatorForSpanMasking(minilm_tokenizer, anchor_probability=2.0)
     with pytest.raises(ValueError, match="max_span_extension"):
@@ -451,6 +568,10 @@ def test_tokenizer_errors(minilm_tokenizer):
 
 def test_input_errors(minilm_tokenizer):
     collator = DataCollatorForVLMaskedLM(minilm_tokenizer)
+    with pytest.raises(ValueError, match="return_tensors"):
+        collator([{"input_ids": [101, 102]}], return_tensors="np")
+    with pytest.raises(ValueError, match="offset_mapping"):
+        collator({"input_ids": torch.tensor([[101, 5, 102]]), "offset_mapping": torch.zeros(1, 2, 2)})
     with pytest.raises(ValueError, match="input_ids"):
         collator([{"pixel_values": torch.zeros(3)}, {"pixel_values": torch.zeros(3)}])
     with pytest.raises(ValueError, match="empty"):
@@ -469,6 +590,8 @@ def test_input_errors(minilm_tokenizer):
 def test_itm_errors():
     with pytest.raises(ValueError, match="negative_probability"):
         DataCollatorForImageTextMatching(negative_probability=1.5)
+    with pytest.raises(TypeError, match="seed"):
+        DataCollatorForImageTextMatching(seed="0")
     with pytest.raises(ValueError, match="similarity"):
         DataCollatorForImageTextMatching(hard_negatives=True)
     with pytest.raises(ValueError, match="hard_negatives"):

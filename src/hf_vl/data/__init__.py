@@ -2,7 +2,8 @@
 
 - :mod:`hf_vl.data.easy_vqa`: the easy-VQA dataset built offline from the ``easy-vqa`` package.
 - :mod:`hf_vl.data.vqa`: official VQA answer normalisation, soft scores, answer vocabularies.
-- :mod:`hf_vl.data.collators`: masked language modelling (token, whole-word, InterBERT span) and
+- :mod:`hf_vl.data.collators`: masked language modelling (token, whole-word, InterBERT span) on
+  transformers' ``DataCollatorForLanguageModeling`` (80/10/10, per-``DataLoader``-worker ``seed``) and
   image-text matching negatives (random or hard).
 """
 

@@ -1,34 +1,46 @@
 """Pre-training collators: masked language modelling, span masking and image-text matching negatives.
 
-Every collator takes either a list of examples (dicts as a ``datasets.Dataset`` yields them, e.g.
-``{"input_ids": [...], "attention_mask": [...], "pixel_values": tensor}``) or an already batched dict
-(a ``BatchEncoding`` straight from the tokenizer, optionally with extra keys). Text keys are padded
-with the tokenizer; every other key is stacked into a tensor when its values share a shape and kept
-as a list otherwise (strings, PIL images, ragged answer lists). The collators add their targets under
-``label_key`` (``mlm_labels``, ``itm_labels``: the names the pre-training heads of hf_vl read).
+The masking collators are transformers' :class:`~transformers.DataCollatorForLanguageModeling`: its token
+choice (``mlm_probability``), whole-word masking (``whole_word_mask``), replacement rule (``mask_replace_prob``
+``[MASK]``, ``random_replace_prob`` random token, the rest unchanged: BERT's 80/10/10) and random generator
+(``seed``: one ``torch.Generator`` seeded ``seed`` in the main process and ``seed + worker id`` in each
+``DataLoader`` worker, so workers draw different masks and a run is reproducible). hf_vl adds only what it lacks
+for image-text batches:
 
-Masking follows BERT (Devlin et al., 2019, Sec. 3.1): a chosen token becomes ``[MASK]`` 80% of the
-time, a random token 10% and stays unchanged 10%; labels are ``-100`` everywhere else. Special tokens
-and padding are never chosen. Word boundaries (whole-word masking, span masking) come from the fast
-tokenizer's ``word_ids()`` when the batch is a ``BatchEncoding`` that still carries them (or from a
-``word_ids`` key per example), and otherwise from the token strings: WordPiece marks continuations
-with ``##``, byte-level BPE (RoBERTa, GPT-2) and SentencePiece mark word starts with ``Ġ`` / ``▁``.
-The string rule glues punctuation to the preceding word for BPE (``"mat."`` is one word) where the
-pre-tokenizer's ``word_ids()`` would split it.
+- examples carry more than text: text keys are padded with the tokenizer, every other key (``pixel_values``,
+  region features, strings, ragged answer lists) is stacked into a tensor when its values share a shape and kept
+  as a list otherwise; ``offset_mapping`` of examples of different lengths is padded too;
+- the labels go to ``label_key`` (``mlm_labels``: the name the pre-training heads of hf_vl read);
+- word boundaries without ``offset_mapping``: from the fast tokenizer's ``word_ids()`` when the batch is a
+  ``BatchEncoding`` that still carries them, from a ``word_ids`` key per example, and otherwise from the token
+  strings (WordPiece marks continuations with ``##``, byte-level BPE and SentencePiece mark word starts with
+  ``Ġ`` / ``▁``). With ``offset_mapping`` (``tokenizer(..., return_offsets_mapping=True)``) transformers' own rule
+  applies (a word is a run of tokens without a gap between their character spans);
+- whole-word masking keeps the 80/10/10 replacement per token (as BERT's whole-word masking release does) where
+  transformers switches it to 100% ``[MASK]``;
+- InterBERT span masking (:class:`DataCollatorForSpanMasking`) and image-text matching negatives, random or hard
+  (:class:`DataCollatorForImageTextMatching`), with the same per-worker ``seed``.
 
-Randomness comes from the ``generator`` argument (a ``torch.Generator``) when given, so masks are
-reproducible; note that ``DataLoader`` workers each get a copy of it and so draw the same masks
-unless it is re-seeded per worker (``worker_init_fn``).
+Special tokens and padding are never chosen. Every collator takes a list of examples (dicts as a
+``datasets.Dataset`` yields them) or an already batched dict (a ``BatchEncoding`` straight from the tokenizer).
+
+Note on ``seed``: as in transformers, a ``DataLoader`` worker seeds its generator when it starts, so with
+``persistent_workers=False`` every epoch replays the same masks per worker (``persistent_workers=True`` or
+``num_workers=0`` draw new masks each epoch). Without ``seed`` the global torch RNG is used.
 """
 
 from __future__ import annotations
 
+import os
+import warnings
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from numbers import Number
 from typing import Any
 
 import numpy as np
 import torch
+from transformers import DataCollatorForLanguageModeling
 
 __all__ = [
     "IMAGE_INPUT_KEYS",
@@ -49,6 +61,7 @@ IMAGE_INPUT_KEYS: tuple[str, ...] = (
 )
 _TEXT_KEYS: tuple[str, ...] = ("input_ids", "attention_mask", "token_type_ids", "special_tokens_mask")
 _WORD_IDS_KEY = "word_ids"
+_OFFSETS_KEY = "offset_mapping"
 _SUBWORD_MARKERS = {"wordpiece": "##", "byte_bpe": "Ġ", "sentencepiece": "▁"}
 
 
@@ -67,6 +80,18 @@ def _check_generator(generator: Any) -> torch.Generator | None:
     if generator is not None and not isinstance(generator, torch.Generator):
         raise TypeError(f"`generator` must be a torch.Generator or None, got {type(generator).__name__}.")
     return generator
+
+
+def _check_seed(seed: Any) -> int | None:
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
+        raise TypeError(f"`seed` must be a non-negative int or None, got {seed!r}.")
+    return seed
+
+
+def _check_pad_to_multiple_of(value: Any) -> int | None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise ValueError(f"`pad_to_multiple_of` must be a positive int or None, got {value!r}.")
+    return value
 
 
 def _check_key(value: Any, name: str) -> str:
@@ -139,6 +164,19 @@ def _pad_word_ids(word_ids: list[list[int | None]], length: int, padding_side: s
     return padded
 
 
+def _pad_offsets(offsets: list[Any], length: int, padding_side: str) -> torch.Tensor:
+    padded = torch.zeros(len(offsets), length, 2, dtype=torch.long)
+    for row, row_offsets in enumerate(offsets):
+        values = torch.as_tensor(np.asarray(row_offsets, dtype=np.int64).reshape(-1, 2))
+        if len(values) > length:
+            raise ValueError(f"`offset_mapping` row of length {len(values)} is longer than `input_ids` ({length}).")
+        if padding_side == "left":
+            padded[row, length - len(values) :] = values
+        else:
+            padded[row, : len(values)] = values
+    return padded
+
+
 def _encoding_word_ids(encoding: Any, index: int) -> list[int | None]:
     """Word ids of one row of a fast ``BatchEncoding``, unique across the two sequences of a pair."""
     word_ids, sequence_ids = encoding.word_ids(index), encoding.sequence_ids(index)
@@ -158,7 +196,7 @@ def _collate_batched(features: Mapping[str, Any]) -> tuple[dict[str, Any], list 
     encodings = getattr(features, "encodings", None)
     if word_ids is None and encodings is not None and "input_ids" in batch:
         word_ids = [_encoding_word_ids(features, index) for index in range(len(encodings))]
-    for key in _TEXT_KEYS:
+    for key in (*_TEXT_KEYS, _OFFSETS_KEY):
         if key in batch and not isinstance(batch[key], torch.Tensor):
             try:
                 batch[key] = torch.as_tensor(np.asarray(batch[key]))
@@ -196,12 +234,17 @@ def _collate_examples(
         else:
             for key in text_keys:
                 batch[key] = torch.as_tensor(np.asarray([example[key] for example in text]))
+    padding_side = getattr(tokenizer, "padding_side", "right")
     word_ids = None
     if _WORD_IDS_KEY in keys:
         word_ids = [list(feature[_WORD_IDS_KEY]) for feature in features]
         if "input_ids" in batch:
-            padding_side = getattr(tokenizer, "padding_side", "right")
             word_ids = _pad_word_ids(word_ids, batch["input_ids"].shape[1], padding_side)
+    if _OFFSETS_KEY in keys and "input_ids" in batch:
+        # tokenizer.pad does not pad offsets; padding positions are never masked, so (0, 0) is as good as any.
+        batch[_OFFSETS_KEY] = _pad_offsets(
+            [feature[_OFFSETS_KEY] for feature in features], batch["input_ids"].shape[1], padding_side
+        )
     for key in keys:
         if key not in batch and key != _WORD_IDS_KEY:
             batch[key] = _stack_values([feature[key] for feature in features], key)
@@ -222,36 +265,107 @@ def _collate(
 
 
 # ----------------------------------------------------------------------------------------------
-# Masked language modelling
+# Masked language modelling, on transformers' DataCollatorForLanguageModeling
 # ----------------------------------------------------------------------------------------------
 
+# transformers warns about (and for whole words switches off) what hf_vl's word boundaries and 80/10/10 provide.
+_SUPERSEDED_WARNINGS = (
+    "Random token replacement is not supported with whole word masking",
+    "Whole word masking depends on offset mapping",
+)
 
-class _TokenMaskingMixin:
-    """Shared machinery of the masking collators: maskable positions, word boundaries, 80/10/10."""
 
-    tokenizer: Any
-    mask_replace_prob: float
-    random_replace_prob: float
+class _PerWorkerGeneratorMixin:
+    """The ``seed`` handling of ``DataCollatorForLanguageModeling``, made safe for forked ``DataLoader`` workers.
+
+    The generator is (re)built whenever the collator runs in a process other than the one that built it, so a
+    worker never reuses a generator copied from its parent: ``seed`` in the main process, ``seed + worker id``
+    in a worker (transformers' ``create_rng``).
+    """
+
+    seed: int | None
     generator: torch.Generator | None
 
-    def _init_masking(self, tokenizer, mask_replace_prob, random_replace_prob, pad_to_multiple_of, generator):
-        self.tokenizer = _resolve_tokenizer(tokenizer, require_mask_token=True)
-        self.mask_replace_prob = _check_probability(mask_replace_prob, "mask_replace_prob")
-        self.random_replace_prob = _check_probability(random_replace_prob, "random_replace_prob")
-        if self.mask_replace_prob + self.random_replace_prob > 1.0 + 1e-9:
+    def _worker_generator(self) -> torch.Generator | None:
+        if self.seed is None:
+            return None  # the global torch RNG
+        if not isinstance(self.generator, torch.Generator) or getattr(self, "_generator_pid", None) != os.getpid():
+            self.create_rng()
+            self._generator_pid = os.getpid()
+        return self.generator
+
+
+@dataclass
+class DataCollatorForVLMaskedLM(_PerWorkerGeneratorMixin, DataCollatorForLanguageModeling):
+    """Masked language modelling on the text side of image-text batches (BERT masking).
+
+    transformers' :class:`~transformers.DataCollatorForLanguageModeling` does the masking: each maskable token
+    (every token but special tokens and padding) is chosen with probability ``mlm_probability``; with
+    ``whole_word_mask=True`` each *word* is chosen with that probability and all its sub-tokens are masked
+    together. Chosen tokens are replaced 80% ``[MASK]`` / 10% random token / 10% unchanged
+    (``mask_replace_prob``, ``random_replace_prob``; kept for whole-word masking too). The original ids of chosen
+    tokens go to ``batch[label_key]``, ``-100`` elsewhere. Image keys and any other key pass through (stacked
+    when possible); see the module docstring for word boundaries.
+
+    Args:
+        tokenizer: the text tokenizer (or a processor holding one); it must have a mask token.
+        whole_word_mask: mask whole words instead of single tokens.
+        mlm_probability: probability of choosing a token (or a word).
+        mask_replace_prob: share of chosen tokens replaced by ``[MASK]``.
+        random_replace_prob: share of chosen tokens replaced by a random token.
+        pad_to_multiple_of: pad text to a multiple of this length.
+        seed: seeds the masks (``seed + worker id`` in each ``DataLoader`` worker); ``None``: global torch RNG.
+        label_key: batch key of the labels.
+
+    Example:
+        >>> collator = DataCollatorForVLMaskedLM(tokenizer, seed=0)
+        >>> batch = collator([tokenizer("a red circle"), tokenizer("is there a blue shape?")])
+        >>> batch["mlm_labels"].shape == batch["input_ids"].shape
+        True
+    """
+
+    mlm: bool = field(default=True, init=False, repr=False)
+    return_tensors: str = field(default="pt", init=False, repr=False)
+    label_key: str = "mlm_labels"
+
+    def __post_init__(self):
+        self.tokenizer = _resolve_tokenizer(self.tokenizer, require_mask_token=True)
+        self.mlm_probability = _check_probability(self.mlm_probability, "mlm_probability")
+        requested = (
+            _check_probability(self.mask_replace_prob, "mask_replace_prob"),
+            _check_probability(self.random_replace_prob, "random_replace_prob"),
+        )
+        if sum(requested) > 1.0 + 1e-9:
             raise ValueError(
-                "`mask_replace_prob + random_replace_prob` must not exceed 1, got "
-                f"{self.mask_replace_prob} + {self.random_replace_prob}."
+                f"`mask_replace_prob + random_replace_prob` must not exceed 1, got {requested[0]} + {requested[1]}."
             )
-        if pad_to_multiple_of is not None and (
-            isinstance(pad_to_multiple_of, bool) or not isinstance(pad_to_multiple_of, int) or pad_to_multiple_of < 1
-        ):
-            raise ValueError(f"`pad_to_multiple_of` must be a positive int or None, got {pad_to_multiple_of!r}.")
-        self.pad_to_multiple_of = pad_to_multiple_of
-        self.generator = _check_generator(generator)
-        self._special_ids = torch.tensor(sorted(set(self.tokenizer.all_special_ids)), dtype=torch.long)
-        self._replacement_ids: torch.Tensor | None = None
+        if not isinstance(self.whole_word_mask, bool):
+            raise TypeError(f"`whole_word_mask` must be a bool, got {self.whole_word_mask!r}.")
+        self.pad_to_multiple_of = _check_pad_to_multiple_of(self.pad_to_multiple_of)
+        self.seed = _check_seed(self.seed)
+        self.label_key = _check_key(self.label_key, "label_key")
+        with warnings.catch_warnings():
+            for message in _SUPERSEDED_WARNINGS:
+                warnings.filterwarnings("ignore", message=message)
+            super().__post_init__()
+        self.mask_replace_prob, self.random_replace_prob = requested  # transformers sets 1 / 0 for whole words
+        self._generator_pid = None
         self._subword_scheme: str | None = None
+        self._special_ids = torch.tensor(sorted(set(self.tokenizer.all_special_ids)), dtype=torch.long)
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(tokenizer={type(self.tokenizer).__name__}, mlm_probability={self.mlm_probability}, "
+            f"whole_word_mask={self.whole_word_mask}, mask_replace_prob={self.mask_replace_prob}, "
+            f"random_replace_prob={self.random_replace_prob}, seed={self.seed}, label_key={self.label_key!r})"
+        )
+
+    def __call__(self, features: Any, return_tensors: str | None = None) -> dict[str, Any]:
+        if return_tensors not in (None, "pt"):
+            raise ValueError(f"`return_tensors` must be 'pt' (torch tensors), got {return_tensors!r}.")
+        return self.torch_call(features)
+
+    # -- word boundaries (what transformers' collator lacks without offset_mapping) ------------
 
     @property
     def subword_scheme(self) -> str:
@@ -266,15 +380,16 @@ class _TokenMaskingMixin:
             self._subword_scheme = best if counts[best] > 0 else "none"
         return self._subword_scheme
 
-    def _replacement_candidates(self) -> torch.Tensor:
-        """Token ids a masked position may be replaced with at random: the vocabulary minus special tokens."""
-        if self._replacement_ids is None:
-            all_ids = torch.arange(len(self.tokenizer), dtype=torch.long)
-            self._replacement_ids = all_ids[~torch.isin(all_ids, self._special_ids)]
-        return self._replacement_ids
+    def _is_continuation(self, token: str) -> bool:
+        scheme = self.subword_scheme
+        if scheme == "wordpiece":
+            return token.startswith("##")
+        if scheme in ("byte_bpe", "sentencepiece"):
+            return not token.startswith(_SUBWORD_MARKERS[scheme])
+        return False
 
     def _maskable_positions(self, batch: dict[str, Any], input_ids: torch.Tensor) -> torch.Tensor:
-        """``True`` where a token may be masked: not special, not padding."""
+        """``True`` where a token may be masked: not special, not padding (``special_tokens_mask`` is popped)."""
         maskable = ~torch.isin(input_ids, self._special_ids.to(input_ids.device))
         special_tokens_mask = batch.pop("special_tokens_mask", None)
         if special_tokens_mask is not None:
@@ -283,14 +398,6 @@ class _TokenMaskingMixin:
         if attention_mask is not None:
             maskable &= torch.as_tensor(attention_mask, device=input_ids.device).bool()
         return maskable
-
-    def _is_continuation(self, token: str) -> bool:
-        scheme = self.subword_scheme
-        if scheme == "wordpiece":
-            return token.startswith("##")
-        if scheme in ("byte_bpe", "sentencepiece"):
-            return not token.startswith(_SUBWORD_MARKERS[scheme])
-        return False
 
     def word_structure(
         self, input_ids: torch.Tensor, maskable: torch.Tensor, word_ids: list | None = None
@@ -336,24 +443,21 @@ class _TokenMaskingMixin:
             word_segments[row, : len(segments)] = torch.tensor(segments, dtype=torch.long)
         return word_index, word_segments
 
-    def replace_masked_tokens(self, input_ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """BERT replacement of the positions in ``mask``: ``[MASK]`` / random token / unchanged.
+    @staticmethod
+    def word_offsets(word_index: torch.Tensor) -> torch.Tensor:
+        """Character-like ``(batch, seq_len, 2)`` offsets that carry ``word_index``'s words to transformers' rule.
 
-        Returns the corrupted ``input_ids`` and the labels (original ids where masked, ``-100`` elsewhere).
+        Tokens of one word get touching spans, a new word starts one step after the previous token ends:
+        ``DataCollatorForLanguageModeling`` then finds exactly these words.
         """
-        labels = input_ids.masked_fill(~mask, -100)
-        draw = _random_values(tuple(input_ids.shape), self.generator).to(input_ids.device)
-        to_mask_token = mask & (draw < self.mask_replace_prob)
-        to_random = mask & (draw >= self.mask_replace_prob) & (draw < self.mask_replace_prob + self.random_replace_prob)
-        candidates = self._replacement_candidates()
-        device = self.generator.device if self.generator is not None else torch.device("cpu")
-        random_choice = torch.randint(len(candidates), tuple(input_ids.shape), generator=self.generator, device=device)
-        random_tokens = candidates[random_choice.cpu()].to(device=input_ids.device, dtype=input_ids.dtype)
-        corrupted = input_ids.masked_fill(to_mask_token, self.tokenizer.mask_token_id)
-        corrupted = torch.where(to_random, random_tokens, corrupted)
-        return corrupted, labels
+        starts = word_index >= 0
+        starts[:, 1:] &= word_index[:, 1:] != word_index[:, :-1]
+        begin = torch.arange(word_index.shape[1]).expand_as(word_index) + starts.long().cumsum(dim=1)
+        return torch.stack([begin, begin + 1], dim=-1)
 
-    def _prepare(self, features: Any) -> tuple[dict[str, Any], torch.Tensor, torch.Tensor, list | None]:
+    # -- collation ---------------------------------------------------------------------------
+
+    def _prepare(self, features: Any) -> tuple[dict[str, Any], torch.Tensor, torch.Tensor, list | None, Any]:
         batch, word_ids = _collate(features, self.tokenizer, self.pad_to_multiple_of)
         if "input_ids" not in batch:
             raise ValueError(f"`features` must contain `input_ids` for masking, got keys {sorted(batch)}.")
@@ -361,77 +465,33 @@ class _TokenMaskingMixin:
         if input_ids.dim() != 2:
             raise ValueError(f"`input_ids` must have shape (batch, seq_len), got {tuple(input_ids.shape)}.")
         input_ids = input_ids.long()
-        return batch, input_ids, self._maskable_positions(batch, input_ids), word_ids
+        offsets = batch.pop(_OFFSETS_KEY, None)
+        if offsets is not None and tuple(offsets.shape) != (*input_ids.shape, 2):
+            raise ValueError(
+                f"`offset_mapping` must have shape {(*input_ids.shape, 2)} (one (start, end) per token), got "
+                f"{tuple(offsets.shape)}."
+            )
+        return batch, input_ids, self._maskable_positions(batch, input_ids), word_ids, offsets
 
+    def select_and_mask(
+        self, input_ids: torch.Tensor, maskable: torch.Tensor, word_ids: list | None, offsets: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The corrupted ``input_ids`` and the labels, from ``DataCollatorForLanguageModeling.torch_mask_tokens``."""
+        if self.whole_word_mask and offsets is None:
+            offsets = self.word_offsets(self.word_structure(input_ids, maskable, word_ids)[0])
+        return self.torch_mask_tokens(input_ids.clone(), special_tokens_mask=~maskable, offset_mapping=offsets)
 
-class DataCollatorForVLMaskedLM(_TokenMaskingMixin):
-    """Masked language modelling on the text side of image-text batches (BERT masking).
-
-    Each maskable token (every token but special tokens and padding) is chosen with probability
-    ``mlm_probability``; with ``whole_word_mask=True`` each *word* is chosen with that probability and
-    all its sub-tokens are masked together. Chosen tokens are replaced 80% ``[MASK]`` / 10% random
-    (non-special) token / 10% unchanged (``mask_replace_prob``, ``random_replace_prob``). The
-    original ids of chosen tokens go to ``batch[label_key]``; ``-100`` elsewhere. Image keys and any
-    other key pass through (stacked when possible).
-
-    Args:
-        tokenizer: the text tokenizer (or a processor holding one); it must have a mask token.
-        mlm_probability: probability of choosing a token (or a word).
-        whole_word_mask: mask whole words instead of single tokens.
-        label_key: batch key of the labels.
-        mask_replace_prob: share of chosen tokens replaced by ``[MASK]``.
-        random_replace_prob: share of chosen tokens replaced by a random token.
-        pad_to_multiple_of: pad text to a multiple of this length.
-        generator: ``torch.Generator`` for reproducible masks.
-
-    Example:
-        >>> collator = DataCollatorForVLMaskedLM(tokenizer, generator=torch.Generator().manual_seed(0))
-        >>> batch = collator([tokenizer("a red circle"), tokenizer("is there a blue shape?")])
-        >>> batch["mlm_labels"].shape == batch["input_ids"].shape
-        True
-    """
-
-    def __init__(
-        self,
-        tokenizer: Any,
-        mlm_probability: float = 0.15,
-        whole_word_mask: bool = False,
-        label_key: str = "mlm_labels",
-        mask_replace_prob: float = 0.8,
-        random_replace_prob: float = 0.1,
-        pad_to_multiple_of: int | None = None,
-        generator: torch.Generator | None = None,
-    ):
-        self._init_masking(tokenizer, mask_replace_prob, random_replace_prob, pad_to_multiple_of, generator)
-        self.mlm_probability = _check_probability(mlm_probability, "mlm_probability")
-        if not isinstance(whole_word_mask, bool):
-            raise TypeError(f"`whole_word_mask` must be a bool, got {whole_word_mask!r}.")
-        self.whole_word_mask = whole_word_mask
-        self.label_key = _check_key(label_key, "label_key")
-
-    def __repr__(self) -> str:
-        return (
-            f"{type(self).__name__}(tokenizer={type(self.tokenizer).__name__}, mlm_probability={self.mlm_probability}, "
-            f"whole_word_mask={self.whole_word_mask}, label_key={self.label_key!r})"
-        )
-
-    def select_tokens(
-        self, input_ids: torch.Tensor, maskable: torch.Tensor, word_ids: list | None = None
-    ) -> torch.Tensor:
-        """Boolean ``(batch, seq_len)`` mask of the tokens chosen for prediction."""
-        if not self.whole_word_mask:
-            draw = _random_values(tuple(input_ids.shape), self.generator).to(maskable.device)
-            return maskable & (draw < self.mlm_probability)
-        word_index, word_segments = self.word_structure(input_ids, maskable, word_ids)
-        chosen_words = _random_values(tuple(word_segments.shape), self.generator) < self.mlm_probability
-        chosen = chosen_words.gather(1, word_index.clamp(min=0)) & (word_index >= 0)
-        return chosen.to(maskable.device) & maskable
-
-    def __call__(self, features: Any) -> dict[str, Any]:
-        batch, input_ids, maskable, word_ids = self._prepare(features)
-        chosen = self.select_tokens(input_ids, maskable, word_ids)
-        batch["input_ids"], batch[self.label_key] = self.replace_masked_tokens(input_ids, chosen)
+    def torch_call(self, examples: Any) -> dict[str, Any]:
+        self._worker_generator()
+        batch, input_ids, maskable, word_ids, offsets = self._prepare(examples)
+        batch["input_ids"], batch[self.label_key] = self.select_and_mask(input_ids, maskable, word_ids, offsets)
         return batch
+
+
+def _check_span_extension(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"`max_span_extension` must be a non-negative int, got {value!r}.")
+    return value
 
 
 def sample_span_word_mask(
@@ -465,8 +525,7 @@ def sample_span_word_mask(
         True
     """
     anchor_probability = _check_probability(anchor_probability, "anchor_probability")
-    if isinstance(max_span_extension, bool) or not isinstance(max_span_extension, int) or max_span_extension < 0:
-        raise ValueError(f"`max_span_extension` must be a non-negative int, got {max_span_extension!r}.")
+    _check_span_extension(max_span_extension)
     if not isinstance(word_segments, torch.Tensor):
         raise TypeError(f"`word_segments` must be a torch.Tensor, got {type(word_segments).__name__}.")
     if word_segments.dim() != 2:
@@ -496,69 +555,72 @@ def sample_span_word_mask(
     return word_mask, anchors, span_lengths
 
 
-class DataCollatorForSpanMasking(_TokenMaskingMixin):
+@dataclass
+class DataCollatorForSpanMasking(DataCollatorForVLMaskedLM):
     """InterBERT masked segment modelling on text: mask contiguous spans of whole words.
 
     Each word is an anchor with probability ``anchor_probability`` (10% in InterBERT); an anchor masks
     itself and ``0 .. max_span_extension`` (uniform) following words of the same segment (see
-    :func:`sample_span_word_mask`). All sub-tokens of a masked word are replaced with the BERT rule
-    (80% ``[MASK]``, 10% random, 10% unchanged); labels go to ``batch[label_key]``.
+    :func:`sample_span_word_mask`). The tokens of the masked words then go through
+    ``DataCollatorForLanguageModeling.torch_mask_tokens`` with certainty (``mlm_probability=1`` on them, every
+    other token excluded), which applies the BERT replacement (80% ``[MASK]``, 10% random, 10% unchanged);
+    labels go to ``batch[label_key]``. Word boundaries as in :class:`DataCollatorForVLMaskedLM` (with
+    ``offset_mapping``, transformers' rule).
 
     Args:
         tokenizer: the text tokenizer (or a processor holding one); it must have a mask token.
         anchor_probability: probability that a word starts a span.
         max_span_extension: most words added after an anchor (InterBERT: 2, spans of 1-3 words).
-        label_key: batch key of the labels.
-        mask_replace_prob, random_replace_prob, pad_to_multiple_of, generator: as in
+        mask_replace_prob, random_replace_prob, pad_to_multiple_of, seed, label_key: as in
             :class:`DataCollatorForVLMaskedLM`.
 
     Example:
-        >>> collator = DataCollatorForSpanMasking(tokenizer, generator=torch.Generator().manual_seed(0))
+        >>> collator = DataCollatorForSpanMasking(tokenizer, seed=0)
         >>> batch = collator([tokenizer("the red circle is on the left of the blue square")])
         >>> sorted(batch)
         ['attention_mask', 'input_ids', 'mlm_labels', 'token_type_ids']
     """
 
-    def __init__(
-        self,
-        tokenizer: Any,
-        anchor_probability: float = 0.10,
-        max_span_extension: int = 2,
-        label_key: str = "mlm_labels",
-        mask_replace_prob: float = 0.8,
-        random_replace_prob: float = 0.1,
-        pad_to_multiple_of: int | None = None,
-        generator: torch.Generator | None = None,
-    ):
-        self._init_masking(tokenizer, mask_replace_prob, random_replace_prob, pad_to_multiple_of, generator)
-        self.anchor_probability = _check_probability(anchor_probability, "anchor_probability")
-        if isinstance(max_span_extension, bool) or not isinstance(max_span_extension, int) or max_span_extension < 0:
-            raise ValueError(f"`max_span_extension` must be a non-negative int, got {max_span_extension!r}.")
-        self.max_span_extension = max_span_extension
-        self.label_key = _check_key(label_key, "label_key")
+    whole_word_mask: bool = field(default=False, init=False, repr=False)
+    mlm_probability: float = field(default=1.0, init=False, repr=False)
+    anchor_probability: float = 0.10
+    max_span_extension: int = 2
+
+    def __post_init__(self):
+        self.anchor_probability = _check_probability(self.anchor_probability, "anchor_probability")
+        _check_span_extension(self.max_span_extension)
+        super().__post_init__()
 
     def __repr__(self) -> str:
         return (
             f"{type(self).__name__}(tokenizer={type(self.tokenizer).__name__}, anchor_probability="
-            f"{self.anchor_probability}, max_span_extension={self.max_span_extension}, label_key={self.label_key!r})"
+            f"{self.anchor_probability}, max_span_extension={self.max_span_extension}, seed={self.seed}, "
+            f"label_key={self.label_key!r})"
         )
 
     def select_tokens(
-        self, input_ids: torch.Tensor, maskable: torch.Tensor, word_ids: list | None = None
+        self,
+        input_ids: torch.Tensor,
+        maskable: torch.Tensor,
+        word_ids: list | None = None,
+        offsets: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Boolean ``(batch, seq_len)`` mask of the tokens of the sampled spans."""
+        if offsets is not None:  # transformers' word rule: tokens whose character spans touch form one word
+            word_numbers, _ = self._calc_word_ids_and_prob_mask(offsets.cpu().numpy(), (~maskable).cpu().numpy())
+            word_ids = [[None if word < 0 else int(word) for word in row] for row in word_numbers.tolist()]
         word_index, word_segments = self.word_structure(input_ids, maskable, word_ids)
         word_mask, _, _ = sample_span_word_mask(
-            word_segments, self.anchor_probability, self.max_span_extension, self.generator
+            word_segments, self.anchor_probability, self.max_span_extension, self._worker_generator()
         )
         chosen = word_mask.gather(1, word_index.clamp(min=0)) & (word_index >= 0)
         return chosen.to(maskable.device) & maskable
 
-    def __call__(self, features: Any) -> dict[str, Any]:
-        batch, input_ids, maskable, word_ids = self._prepare(features)
-        chosen = self.select_tokens(input_ids, maskable, word_ids)
-        batch["input_ids"], batch[self.label_key] = self.replace_masked_tokens(input_ids, chosen)
-        return batch
+    def select_and_mask(
+        self, input_ids: torch.Tensor, maskable: torch.Tensor, word_ids: list | None, offsets: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        chosen = self.select_tokens(input_ids, maskable, word_ids, offsets)
+        return self.torch_mask_tokens(input_ids.clone(), special_tokens_mask=~chosen)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -652,7 +714,7 @@ def _gather_rows(value: Any, source: torch.Tensor, key: str) -> Any:
     raise TypeError(f"Cannot swap `{key}` between examples: unsupported type {type(value).__name__}.")
 
 
-class DataCollatorForImageTextMatching:
+class DataCollatorForImageTextMatching(_PerWorkerGeneratorMixin):
     """Build image-text matching (ITM) pairs: keep every text, swap some images for another example's.
 
     With probability ``negative_probability`` an example gets the image of another example of the
@@ -682,10 +744,11 @@ class DataCollatorForImageTextMatching:
         text_index_key, image_index_key: keys indexing a dataset-level ``similarity`` tensor.
         temperature: softmax temperature of hard negative sampling.
         pad_to_multiple_of: pad text to a multiple of this length.
-        generator: ``torch.Generator`` for reproducibility.
+        seed: seeds the negatives, as ``DataCollatorForLanguageModeling`` seeds masks: ``seed`` in the main
+            process, ``seed + worker id`` in each ``DataLoader`` worker; ``None``: global torch RNG.
 
     Example:
-        >>> collator = DataCollatorForImageTextMatching(generator=torch.Generator().manual_seed(0))
+        >>> collator = DataCollatorForImageTextMatching(seed=0)
         >>> examples = [{"input_ids": [101, 102], "pixel_values": torch.full((3, 4, 4), float(i))} for i in range(4)]
         >>> batch = collator(examples)
         >>> batch["itm_labels"].shape
@@ -705,7 +768,7 @@ class DataCollatorForImageTextMatching:
         image_index_key: str = "index",
         temperature: float = 1.0,
         pad_to_multiple_of: int | None = None,
-        generator: torch.Generator | None = None,
+        seed: int | None = None,
     ):
         self.negative_probability = _check_probability(negative_probability, "negative_probability")
         if not isinstance(hard_negatives, bool):
@@ -735,13 +798,15 @@ class DataCollatorForImageTextMatching:
         if isinstance(temperature, bool) or not isinstance(temperature, Number) or not float(temperature) > 0:
             raise ValueError(f"`temperature` must be a positive number, got {temperature!r}.")
         self.temperature = float(temperature)
-        self.pad_to_multiple_of = pad_to_multiple_of
-        self.generator = _check_generator(generator)
+        self.pad_to_multiple_of = _check_pad_to_multiple_of(pad_to_multiple_of)
+        self.seed = _check_seed(seed)
+        self.generator: torch.Generator | None = None
+        self._generator_pid: int | None = None
 
     def __repr__(self) -> str:
         return (
             f"{type(self).__name__}(negative_probability={self.negative_probability}, "
-            f"hard_negatives={self.hard_negatives}, label_key={self.label_key!r})"
+            f"hard_negatives={self.hard_negatives}, seed={self.seed}, label_key={self.label_key!r})"
         )
 
     def _batch_similarity(self, batch: dict[str, Any], batch_size: int) -> torch.Tensor:
@@ -772,7 +837,13 @@ class DataCollatorForImageTextMatching:
             )
         return similarity
 
+    # transformers' per-worker seeding (``seed`` / ``seed + worker id``), shared with the masking collators.
+    return_tensors = "pt"
+    get_generator = DataCollatorForLanguageModeling.get_generator
+    create_rng = DataCollatorForLanguageModeling.create_rng
+
     def __call__(self, features: Any) -> dict[str, Any]:
+        generator = self._worker_generator()
         batch, _ = _collate(features, self.tokenizer, self.pad_to_multiple_of)
         image_keys = self.image_keys or tuple(key for key in IMAGE_INPUT_KEYS if key in batch)
         missing = [key for key in image_keys if key not in batch]
@@ -794,9 +865,9 @@ class DataCollatorForImageTextMatching:
         else:
             similarity = torch.zeros(batch_size, batch_size)  # uniform over the allowed examples
         partners = sample_hard_negatives(
-            similarity, self.generator, invalid_mask=same_image.to(similarity.device), temperature=self.temperature
+            similarity, generator, invalid_mask=same_image.to(similarity.device), temperature=self.temperature
         ).cpu()
-        is_negative = (_random_values((batch_size,), self.generator) < self.negative_probability) & (partners >= 0)
+        is_negative = (_random_values((batch_size,), generator) < self.negative_probability) & (partners >= 0)
         source = torch.where(is_negative, partners, torch.arange(batch_size))
         swapped_keys = dict.fromkeys(image_keys + ((self.image_id_key,) if self.image_id_key in batch else ()))
         for key in swapped_keys:
