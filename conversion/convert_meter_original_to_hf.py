@@ -161,31 +161,84 @@ class ConvertedTask(NamedTuple):
 # ----------------------------------------------------------------------------------------------------------------------
 
 
+# Key prefixes every METER checkpoint has (text tower, vision tower, fusion layers).
+METER_KEY_PREFIXES = ("text_transformer.", "vit_model.", "cross_modal_")
+
+
+class _OriginalStateDict(dict):
+    """The state dict as `convert_state_dict` reads it: indexing a tensor the conversion needs that is missing raises
+    a `ValueError` naming the key and the file (not a bare `KeyError`). Internal: never saved."""
+
+    def __init__(self, tensors: dict, source: str = "the original checkpoint"):
+        super().__init__(tensors)
+        self.source = source
+
+    def __missing__(self, key):
+        raise ValueError(
+            f"{self.source} has no tensor {key!r}, which the conversion needs: it is not a complete METER checkpoint "
+            f"(it holds {len(self)} tensors)."
+        )
+
+
 def load_original_checkpoint(path: str | Path, unsafe_load: bool = False) -> dict[str, torch.Tensor]:
     """Reads an original METER checkpoint and returns its state dict (`ckpt["state_dict"]`, or the top-level dict).
 
     Only tensors and plain containers are unpickled (`weights_only=True`); `unsafe_load=True` unpickles arbitrary
     objects (e.g. a Lightning checkpoint whose hyper-parameters hold custom classes) and runs code from the file:
     use it only for files you trust.
+
+    A missing, empty, truncated or corrupt file, a file that is no checkpoint, and a checkpoint without METER's
+    tensors raise an error naming `path` (`FileNotFoundError` / `ValueError`).
     """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such original checkpoint file.")
+    if path.stat().st_size == 0:
+        raise ValueError(f"{path} is empty (0 bytes): not a PyTorch checkpoint; was the download or copy interrupted?")
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=not unsafe_load)
     except pickle.UnpicklingError as error:
+        if "Unsupported global" not in str(error):  # not the `weights_only` refusal of a class: a damaged file
+            raise ValueError(
+                f"{path} is not a readable PyTorch checkpoint: it is corrupt or of another format "
+                f"({type(error).__name__}: {' '.join(str(error).split())[-200:]})."
+            ) from error
         raise ValueError(
             f"{path} holds objects other than tensors and plain containers, which `weights_only=True` refuses "
             f"({str(error).splitlines()[0]}). If you trust this file, re-run with --unsafe-load (unsafe_load=True), "
             "which unpickles arbitrary objects and can execute code from the file."
         ) from error
+    except (EOFError, RuntimeError, KeyError, ValueError, OSError) as error:  # torch's errors for damaged files
+        detail = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise ValueError(
+            f"{path} is not a readable PyTorch checkpoint: it is truncated, corrupt or of another format "
+            f"({type(error).__name__}: {detail})."
+        ) from error
     if not isinstance(checkpoint, dict):
         raise ValueError(f"{path}: expected a dict (a Lightning checkpoint or a state dict), got {type(checkpoint)}.")
     state_dict = checkpoint.get("state_dict", checkpoint)
+    if not isinstance(state_dict, dict):
+        raise ValueError(f"{path}: `state_dict` must be a dict of tensors, got {type(state_dict).__name__}.")
     tensors = {key: value for key, value in state_dict.items() if isinstance(value, torch.Tensor)}
     if not tensors:
         raise ValueError(f"{path}: no tensors found under 'state_dict' or at the top level (keys: {list(checkpoint)}).")
+    missing = [prefix for prefix in METER_KEY_PREFIXES if not any(key.startswith(prefix) for key in tensors)]
+    if missing:
+        raise ValueError(
+            f"{path} is not a METER checkpoint: none of its {len(tensors)} tensors is under {missing} (METER keeps "
+            f"its text tower, vision tower and fusion layers there); first keys: {sorted(tensors)[:5]}."
+        )
     skipped = sorted(set(state_dict) - set(tensors))
     if skipped:
         logger.info("ignored %d non-tensor entries: %s", len(skipped), skipped)
     return tensors
+
+
+def _read_json(path: str | Path):
+    try:
+        return json.loads(Path(path).read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path} is not valid JSON: {error}.") from error
 
 
 def read_original_config(path: str | Path | None) -> dict:
@@ -197,7 +250,9 @@ def read_original_config(path: str | Path | None) -> dict:
     """
     if path is None:
         return {"meter": {}, "text": None, "text_type": None, "swin": None}
-    raw = json.loads(Path(path).read_text())
+    raw = _read_json(path)
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path}: expected a JSON object (METER's config), got {type(raw).__name__}.")
     text_keys = {"text_tower_roberta_config": "roberta", "text_tower_bert_config": "bert", "text_tower_config": None}
     text_key = next((key for key in text_keys if key in raw), None)
     text = raw[text_key] if text_key else None
@@ -208,7 +263,7 @@ def read_original_config(path: str | Path | None) -> dict:
 
 def read_answer_vocab(path: str | Path) -> dict[int, str]:
     """Answer list json -> id2label. Accepts a list (index = label id), `{answer: id}` or `{id: answer}`."""
-    raw = json.loads(Path(path).read_text())
+    raw = _read_json(path)
     if isinstance(raw, list):
         return {index: str(answer) for index, answer in enumerate(raw)}
     if isinstance(raw, dict) and all(str(key).isdigit() for key in raw):
@@ -503,6 +558,7 @@ def convert_state_dict(
     image_size: int | None = None,
     tasks: list[str] | None = None,
     id2label: dict[int, str] | None = None,
+    source: str | Path | None = None,
 ) -> dict[str, ConvertedTask]:
     """Original METER state dict -> `{task: (MeterConfig, HF state dict)}` for every head present (or `tasks`).
 
@@ -514,6 +570,8 @@ def convert_state_dict(
         image_size: Swin only, when the checkpoint has no attention mask to read it from.
         tasks: subset of `TASK_CLASSES` to convert.
         id2label: VQA answers.
+        source: the checkpoint's file name, for error messages (a tensor the conversion needs that is missing raises
+            a `ValueError` naming it and `source`).
 
     Example:
 
@@ -524,6 +582,8 @@ def convert_state_dict(
     """
     original_config = original_config or read_original_config(None)
     meter = original_config["meter"]
+    # a tensor the conversion needs that is missing then raises a ValueError naming it and `source`
+    original_state_dict = _OriginalStateDict(original_state_dict, source or "the original checkpoint")
     vision_kind = detect_vision_tower(original_state_dict)
     if vision_kind == "clip":
         vision_config = infer_clip_vision_config(original_state_dict)
@@ -769,6 +829,7 @@ def main(argv=None) -> int:
         image_size=args.image_size,
         tasks=[args.task] if args.task else None,
         id2label=read_answer_vocab(args.answer_vocab) if args.answer_vocab else None,
+        source=args.checkpoint_path,
     )
     models = {}
     for task, (config, state_dict) in converted.items():

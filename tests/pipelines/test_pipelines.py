@@ -203,7 +203,7 @@ def test_vqa_errors(vqa, image_paths, retrieval_checkpoint, processor):
         vqa({"image": image_paths[0], "question": ""})
     with pytest.raises(ValueError, match="needs an image"):
         vqa({"question": QUESTION})
-    with pytest.raises(ValueError, match="empty list"):
+    with pytest.raises(ValueError, match="`image` is empty"):
         vqa(image=[], question=QUESTION)
     with pytest.raises(ValueError, match="different lengths"):
         vqa(image=image_paths[:2], question=[QUESTION] * 3)

@@ -80,6 +80,8 @@ def test_boxes_to_visual_pos_errors():
         boxes_to_visual_pos(np.array([[0, 0, 320, 240]]))
     with pytest.raises(ValueError, match="pos_dim must be 4 .* or 5 .*got 6"):
         boxes_to_visual_pos(np.zeros((1, 4)), pos_dim=6)
+    with pytest.raises(ValueError, match=r"boxes\[1\] = \[0.5, 0.6, 0.75, 0.2\] has x2 < x1 or y2 < y1"):
+        boxes_to_visual_pos(np.array([[0, 0, 1, 1], [0.5, 0.6, 0.75, 0.2]]))
     # float rounding just above 1 is tolerated and clipped
     np.testing.assert_array_equal(boxes_to_visual_pos(np.array([[0, 0, 1 + 1e-7, 1]])), [[0, 0, 1, 1]])
 
@@ -176,9 +178,18 @@ def test_pad_regions_pads_and_truncates():
 # --------------------------------------------------------------------------------------------------
 
 
+def _random_boxes(*shape, pos_dim=4):
+    """Random valid normalised boxes (x1 <= x2, y1 <= y2), plus their area for pos_dim 5."""
+    corners = torch.rand(*shape, 2, 2)  # (..., x/y, two values)
+    low, high = corners.min(-1).values, corners.max(-1).values
+    boxes = torch.stack([low[..., 0], low[..., 1], high[..., 0], high[..., 1]], -1)
+    area = ((boxes[..., 2] - boxes[..., 0]) * (boxes[..., 3] - boxes[..., 1]))[..., None]
+    return boxes if pos_dim == 4 else torch.cat([boxes, area], -1)
+
+
 def _batch(feat_dim=8, pos_dim=4):
     feats = torch.randn(2, 3, feat_dim)
-    pos = torch.rand(2, 3, pos_dim)
+    pos = _random_boxes(2, 3, pos_dim=pos_dim)
     mask = torch.tensor([[1, 1, 0], [1, 1, 1]])
     return feats, pos, mask
 
@@ -201,6 +212,7 @@ def test_validate_region_inputs_accepts_good_batches():
         ("mask_values", ValueError, r"visual_attention_mask must hold 0 \(padding\) or 1"),
         ("nan_feats", ValueError, r"visual_feats contains NaN or inf \(first at \(batch, region, dim\) \(1, 2, 5\)\)"),
         ("pixel_pos", ValueError, r"visual_pos must hold boxes normalised to \[0, 1\].*\(batch, region\) \(0, 1\)"),
+        ("inverted_pos", ValueError, r"visual_pos must hold boxes .*x1 <= x2 and y1 <= y2.*\(batch, region\) \(1, 2\)"),
         ("list_feats", TypeError, r"visual_feats must be a torch.Tensor or numpy.ndarray, got list"),
     ],
 )
@@ -212,7 +224,7 @@ def test_validate_region_inputs_errors(case, error, pattern):
     elif case == "feats_2d":
         feats = feats[0]
     elif case == "pos_regions":
-        pos = torch.rand(2, 4, 4)
+        pos = _random_boxes(2, 4)
     elif case == "pos_dim":
         kwargs["pos_dim"] = 5
     elif case == "mask_shape":
@@ -223,6 +235,8 @@ def test_validate_region_inputs_errors(case, error, pattern):
         feats[1, 2, 5] = float("nan")
     elif case == "pixel_pos":
         pos[0, 1] = torch.tensor([10.0, 20.0, 300.0, 400.0])
+    elif case == "inverted_pos":
+        pos[1, 2] = torch.tensor([0.6, 0.1, 0.2, 0.9])  # x2 < x1
     elif case == "list_feats":
         feats = feats.tolist()
     with pytest.raises(error, match=pattern):

@@ -105,6 +105,27 @@ def test_single_image_path_and_numpy(processor, images, tmp_path):
     np.testing.assert_allclose(from_array["visual_feats"], from_pil["visual_feats"].numpy(), atol=1e-6)
 
 
+def test_images_follow_the_shared_rgb_rule(processor, images):
+    """RGBA is composited over white and 16-bit images are scaled to 8 bits (the pipelines' and METER's rule)."""
+    from PIL import Image
+
+    rgb = np.asarray(images[0], dtype=np.float64)
+    alpha = np.linspace(0, 255, rgb.shape[1]).round()[None, :, None] * np.ones(rgb.shape[:2] + (1,))
+    rgba = Image.fromarray(np.concatenate([rgb, alpha], -1).astype(np.uint8))
+    composited = Image.fromarray(np.round(rgb * alpha / 255 + 255 * (1 - alpha / 255)).astype(np.uint8))
+    torch.testing.assert_close(processor(images=rgba)["visual_feats"], processor(images=composited)["visual_feats"],
+                               atol=2e-2, rtol=0)  # fmt: skip
+    gray = np.asarray(images[0].convert("L"), dtype=np.float64)
+    sixteen_bit = Image.fromarray(np.round(gray * 257).astype(np.uint16))
+    assert sixteen_bit.mode == "I;16"
+    torch.testing.assert_close(processor(images=sixteen_bit)["visual_feats"],
+                               processor(images=images[0].convert("L"))["visual_feats"])  # fmt: skip
+    with pytest.raises(ValueError, match=r"`images\[1\]` is a PIL image in mode 'F'"):
+        processor(images=[images[0], Image.new("F", (8, 8))])
+    with pytest.raises(ValueError, match=r"`images` has no pixels"):
+        processor(images=Image.new("RGB", (0, 8)))
+
+
 def test_images_without_text_give_region_inputs_only(processor, images):
     batch = processor(images=images)
     assert set(batch) == set(REGION_KEYS)
@@ -202,11 +223,13 @@ FEATS, POS = region_batch(batch_size=1)
          "0 \\(padding\\) or 1"),
         (dict(text=QUESTIONS, visual_feats=FEATS, visual_pos=POS), ValueError, "2 text\\(s\\) and 1 image"),
         (dict(text="q", images="TWO_IMAGES"), ValueError, "1 text\\(s\\) and 2 image"),
-        (dict(text="", visual_feats=FEATS, visual_pos=POS), ValueError, "`text` is empty"),
-        (dict(text=["q", "  "], images="TWO_IMAGES"), ValueError, r"`text\[1\]` is empty"),
+        (dict(text="", visual_feats=FEATS, visual_pos=POS), ValueError, "`text` must be a non-empty string"),
+        (dict(text=["q", "  "], images="TWO_IMAGES"), ValueError, r"`text\[1\]` must be a non-empty string"),
         (dict(text=[], visual_feats=FEATS, visual_pos=POS), ValueError, "empty list"),
         (dict(text=[3], visual_feats=FEATS, visual_pos=POS), TypeError, r"`text\[0\]` must be a string"),
-        (dict(text="q", images=[]), ValueError, "`images` is an empty list"),
+        (dict(text="q", images=[]), ValueError, "`images` is empty"),
+        (dict(text="q", visual_feats=FEATS, visual_pos=POS[..., [2, 1, 0, 3]]),
+         ValueError, r"visual_pos must hold boxes .*x1 <= x2"),
         (dict(text="q", visual_feats=FEATS, visual_pos=POS, return_tensors="tf"), ValueError, "return_tensors"),
     ],
 )  # fmt: skip

@@ -16,6 +16,7 @@ from transformers.utils import add_end_docstrings
 
 from ._utils import (
     as_image_list,
+    check_inputs_fit_model,
     check_single_image,
     check_text,
     check_text_list,
@@ -148,10 +149,14 @@ class ImageTextRetrievalPipeline(ImageTextMatchingPipeline):
         if query == "image":
             image = check_single_image(inputs["image"], "image", TASK)
             texts = check_text_list(inputs.get("candidate_texts"), "candidate_texts", TASK)
-            pixels = to_model_dtype(processor_outputs(self.processor, images=image), self.dtype)
+            pixels = processor_outputs(self.processor, images=image)
+            check_inputs_fit_model(self.model, pixels, text_argument="candidate_texts", image_argument="image")
+            pixels = to_model_dtype(pixels, self.dtype)
             for index, candidate in enumerate(texts):
+                tokens = processor_outputs(self.processor, text=candidate)
+                check_inputs_fit_model(self.model, tokens, f"candidate_texts[{index}]", image_argument="image")
                 yield {
-                    **processor_outputs(self.processor, text=candidate),
+                    **tokens,
                     **pixels,
                     "candidate_text": candidate,
                     "candidate_image_index": None,
@@ -161,10 +166,13 @@ class ImageTextRetrievalPipeline(ImageTextMatchingPipeline):
             text = check_text(inputs["text"], "text", TASK)
             images = _check_candidate_images(inputs.get("candidate_images"))
             tokens = processor_outputs(self.processor, text=text)
+            check_inputs_fit_model(self.model, tokens, text_argument="text", image_argument="candidate_images")
             for index, candidate in enumerate(images):
+                pixels = processor_outputs(self.processor, images=candidate)
+                check_inputs_fit_model(self.model, pixels, "text", image_argument=f"candidate_images[{index}]")
                 yield {
                     **tokens,
-                    **to_model_dtype(processor_outputs(self.processor, images=candidate), self.dtype),
+                    **to_model_dtype(pixels, self.dtype),
                     "candidate_text": None,
                     "candidate_image_index": index,
                     "is_last": index == len(images) - 1,

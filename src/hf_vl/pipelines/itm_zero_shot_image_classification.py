@@ -18,6 +18,7 @@ from transformers.utils import add_end_docstrings
 
 from ._utils import (
     as_image_list,
+    check_inputs_fit_model,
     check_single_image,
     check_text_list,
     check_top_k,
@@ -77,7 +78,7 @@ class ITMZeroShotImageClassificationPipeline(ImageTextMatchingPipeline):
         preprocess_params, postprocess_params = {}, {}
         if candidate_labels is not None:
             preprocess_params["candidate_labels"] = check_text_list(
-                candidate_labels, "candidate_labels", TASK, split_commas=True
+                candidate_labels, "candidate_labels", TASK, split_commas=True, unique=True
             )
         if hypothesis_template is not None:
             preprocess_params["hypothesis_template"] = _check_template(hypothesis_template)
@@ -119,12 +120,16 @@ class ITMZeroShotImageClassificationPipeline(ImageTextMatchingPipeline):
             )
         image = check_single_image(inputs.get("image"), "image", TASK)
         labels = inputs.get("candidate_labels", candidate_labels)
-        labels = check_text_list(labels, "candidate_labels", TASK, split_commas=True)
+        labels = check_text_list(labels, "candidate_labels", TASK, split_commas=True, unique=True)
         template = _check_template(inputs.get("hypothesis_template", hypothesis_template))
-        pixels = to_model_dtype(processor_outputs(self.processor, images=image), self.dtype)
+        pixels = processor_outputs(self.processor, images=image)
+        check_inputs_fit_model(self.model, pixels, text_argument="candidate_labels", image_argument="image")
+        pixels = to_model_dtype(pixels, self.dtype)
         for index, label in enumerate(labels):
+            tokens = processor_outputs(self.processor, text=template.format(label))
+            check_inputs_fit_model(self.model, tokens, f"candidate_labels[{index}]", image_argument="image")
             yield {
-                **processor_outputs(self.processor, text=template.format(label)),
+                **tokens,
                 **pixels,
                 "candidate_label": label,
                 "is_last": index == len(labels) - 1,

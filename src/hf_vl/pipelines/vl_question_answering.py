@@ -27,6 +27,7 @@ from ._utils import (
     REGION_INPUT_KEYS,
     as_image_list,
     auto_class_model_names,
+    check_inputs_fit_model,
     check_single_image,
     check_text,
     check_top_k,
@@ -112,6 +113,7 @@ class VLQuestionAnsweringPipeline(Pipeline):
                 f"LxmertForQuestionAnswering, ...; got {type(self.model).__name__}."
             )
         config = self.model.config
+        self._check_checkpoint_has_qa_head(supported)
         if num_answers(config) != len(config.id2label):
             raise ValueError(
                 f"{type(self.model).__name__} has {num_answers(config)} answers (`config.num_qa_labels`) but "
@@ -120,6 +122,22 @@ class VLQuestionAnsweringPipeline(Pipeline):
             )
         if self.region_model:
             self._check_region_processor()
+
+    def _check_checkpoint_has_qa_head(self, supported: list[str]) -> None:
+        """Refuse a model loaded from a checkpoint saved without a question answering head (a pre-training or
+        retrieval checkpoint loaded as `...ForQuestionAnswering`): its answer classifier is freshly initialised, so its
+        answers would be noise. The saved classes are `config.architectures`."""
+        architectures = list(getattr(self.model.config, "architectures", None) or [])
+        if not architectures or type(self.model).__name__ in architectures:
+            return
+        if any(name in supported or name.endswith("ForQuestionAnswering") for name in architectures):
+            return
+        raise ValueError(
+            f"`model` is a {type(self.model).__name__} loaded from a checkpoint saved as {architectures}, which has no "
+            f"question answering head: its answer classifier is randomly initialised, so the {TASK} pipeline would "
+            "answer at random. Use a checkpoint fine-tuned for VQA; if you trained this head yourself, save it with "
+            "`model.save_pretrained(folder)` (which records `config.architectures`) and load that folder."
+        )
 
     def _check_region_processor(self) -> None:
         check_compatible = getattr(self.processor, "check_compatible", None)
@@ -249,6 +267,7 @@ class VLQuestionAnsweringPipeline(Pipeline):
         image = check_single_image(inputs.get("image"), "image", TASK)
         question = check_text(inputs.get("question"), "question", TASK)
         model_inputs = processor_outputs(self.processor, images=image, text=question)
+        check_inputs_fit_model(self.model, model_inputs, text_argument="question", image_argument="image")
         return to_model_dtype(model_inputs, self.dtype)
 
     def _preprocess_regions(self, inputs: dict) -> dict:
@@ -277,6 +296,7 @@ class VLQuestionAnsweringPipeline(Pipeline):
             self.processor, text=question, visual_feats=feats, visual_pos=inputs["visual_pos"],
             visual_attention_mask=inputs.get("visual_attention_mask"),
         )  # fmt: skip
+        check_inputs_fit_model(self.model, model_inputs, text_argument="question", image_argument="image")
         return to_model_dtype(model_inputs, self.dtype)
 
     def _forward(self, model_inputs: dict):

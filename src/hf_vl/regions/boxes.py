@@ -150,6 +150,13 @@ def _check_normalized_boxes(boxes: np.ndarray, name: str) -> None:
             f"{name}[{row}] = {_row_str(boxes[row])} is not a box normalised to [0, 1]; "
             "normalise pixel boxes with hf_vl.regions.normalize_boxes(boxes, image_width, image_height) first"
         )
+    inverted = (boxes[:, 2] < boxes[:, 0] - eps) | (boxes[:, 3] < boxes[:, 1] - eps)
+    if inverted.any():
+        row = int(np.flatnonzero(inverted)[0])
+        raise ValueError(
+            f"{name}[{row}] = {_row_str(boxes[row])} has x2 < x1 or y2 < y1; boxes are corners (x1, y1, x2, y2) with "
+            "x1 <= x2 and y1 <= y2 (convert (x, y, w, h) or (cx, cy, w, h) boxes first)"
+        )
 
 
 def boxes_to_visual_pos(normalized_boxes: Any, pos_dim: int = 4) -> Any:
@@ -350,7 +357,7 @@ def validate_region_inputs(
     Checks: ``visual_feats (B, N, D)``, ``visual_pos (B, N, P)`` and ``visual_attention_mask (B, N)``
     agree in shape; ``D == feat_dim`` and ``P == pos_dim`` when given (the model's expected sizes);
     ``visual_feats`` is finite; ``visual_pos`` holds boxes normalised to ``[0, 1]`` (finite, up to
-    :data:`NORMALIZED_BOX_EPS`); the mask holds only 0 and 1. Returns ``None``.
+    :data:`NORMALIZED_BOX_EPS`) with ``x1 <= x2`` and ``y1 <= y2``; the mask holds only 0 and 1. Returns ``None``.
 
     Example:
         >>> validate_region_inputs(np.zeros((2, 36, 8)), np.zeros((2, 36, 4)), feat_dim=8, pos_dim=4)
@@ -408,3 +415,14 @@ def validate_region_inputs(
             f"at (batch, region) ({batch}, {region}); normalise pixel boxes with "
             "hf_vl.regions.normalize_boxes(boxes, image_width, image_height)"
         )
+    if visual_pos.shape[-1] >= 4:
+        inverted = (visual_pos[..., 2] < visual_pos[..., 0] - NORMALIZED_BOX_EPS) | (
+            visual_pos[..., 3] < visual_pos[..., 1] - NORMALIZED_BOX_EPS
+        )
+        if inverted.any():
+            batch, region = _first_index(inverted)
+            raise ValueError(
+                f"visual_pos must hold boxes (x1, y1, x2, y2, ...) with x1 <= x2 and y1 <= y2, got "
+                f"{_row_str(_to_numpy(visual_pos[batch, region]))} at (batch, region) ({batch}, {region}) (x2 < x1 or "
+                "y2 < y1); convert (x, y, w, h) or (cx, cy, w, h) boxes to corners first"
+            )

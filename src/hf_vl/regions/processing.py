@@ -34,14 +34,14 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
 from transformers import BatchFeature
 
+from ..pipelines._utils import describe, flatten_images, load_rgb_image, validate_text_input
 from .boxes import pad_regions, validate_region_inputs
 from .extractors import GridFeatureExtractor, RegionFeatureExtractor, load_region_extractor
 
@@ -65,54 +65,22 @@ def _check_dim(value: Any, name: str) -> int | None:
 
 
 def _check_text(text: Any) -> int | None:
-    """Validate ``text``; return the number of examples (``None`` when no text is given)."""
-    if text is None:
-        return None
-    if isinstance(text, str):
-        texts = [text]
-    elif isinstance(text, Sequence):
-        texts = list(text)
-        if not texts:
-            raise ValueError("`text` is an empty list: pass at least one string")
-    else:
-        raise TypeError(f"`text` must be a string or a list of strings, got {type(text).__name__}")
-    for index, entry in enumerate(texts):
-        name = "`text`" if isinstance(text, str) else f"`text[{index}]`"
-        if not isinstance(entry, str):
-            raise TypeError(f"{name} must be a string, got {type(entry).__name__}")
-        if not entry.strip():
-            raise ValueError(f"{name} is empty ({entry!r}): pass a non-empty question / sentence")
-    return len(texts)
-
-
-def _is_single_image(image: Any) -> bool:
-    if isinstance(image, (Image.Image, str, os.PathLike)):
-        return True
-    return isinstance(image, (np.ndarray, torch.Tensor)) and image.ndim in (2, 3)
+    """Validate ``text`` (the shared text rule, :func:`hf_vl.pipelines._utils.validate_text_input`); return the
+    number of examples (``None`` when no text is given)."""
+    return None if text is None else len(validate_text_input(text, "text"))
 
 
 def _image_list(images: Any) -> list[Any]:
-    """``images`` -> a list of single images; paths / URLs are opened (``transformers.image_utils.load_image``)."""
-    if isinstance(images, (np.ndarray, torch.Tensor)) and images.ndim == 4:
-        images = list(images)
-    elif _is_single_image(images):
-        images = [images]
-    elif not isinstance(images, Sequence) or isinstance(images, (str, bytes)):
+    """``images`` -> a list of single images (the shared image rule, :func:`hf_vl.pipelines._utils.flatten_images`),
+    paths / URLs opened and PIL images converted to RGB by the shared rule
+    (:func:`hf_vl.pipelines._utils.convert_image_to_rgb`: transparency over white, 16-bit scaled to 8 bits)."""
+    flat = flatten_images(images, "images")
+    if flat.per_example is not None:
         raise TypeError(
-            "`images` must be an image (PIL, path/URL, (H, W[, C]) array) or a list of them, got "
-            f"{type(images).__name__}"
+            f"`images` must be one image or a list of images (one per example); got {describe(images)} holding "
+            "several images per example, which the region processor does not take."
         )
-    images = list(images)
-    if not images:
-        raise ValueError("`images` is an empty list: pass at least one image")
-    loaded = []
-    for image in images:
-        if isinstance(image, (str, os.PathLike)):
-            from transformers.image_utils import load_image
-
-            image = load_image(os.fspath(image))
-        loaded.append(image)
-    return loaded
+    return [load_rgb_image(image, name) for image, name in zip(flat.images, flat.names)]
 
 
 def _as_tensor(value: Any, name: str, dtype: torch.dtype) -> torch.Tensor:

@@ -169,16 +169,57 @@ def test_clip_vs_imagenet_normalization():
         MeterImageProcessor(image_mean=[0.5, 0.5])(image)
 
 
-@pytest.mark.parametrize("mode", ["RGBA", "L", "CMYK"])
+def composite_on_white(image):
+    """RGBA -> RGB over a white background, computed by hand (alpha blending in numpy)."""
+    rgba = np.asarray(image.convert("RGBA"), dtype=np.float64)
+    alpha = rgba[..., 3:] / 255.0
+    rgb = rgba[..., :3] * alpha + 255.0 * (1.0 - alpha)
+    return PIL.Image.fromarray(np.round(rgb).astype(np.uint8))
+
+
+@pytest.mark.parametrize("mode", ["L", "CMYK"])
 def test_non_rgb_pil_images_are_converted_like_meter(mode):
     image = random_image(300, 200, mode=mode, seed=11)
     pixel_values = MeterImageProcessor()(image, return_tensors="np")["pixel_values"][0]
-    # METER calls PIL's convert("RGB"): alpha is dropped, grayscale is replicated
+    # no transparency: PIL's convert("RGB") as METER does; grayscale is replicated
     np.testing.assert_allclose(pixel_values, reference_meter_transform(image.convert("RGB")), atol=1e-5)
     if mode == "L":
         unnormalized = pixel_values * CLIP_STD[:, None, None] + CLIP_MEAN[:, None, None]
         np.testing.assert_allclose(unnormalized[0], unnormalized[1], atol=1e-5)
         np.testing.assert_allclose(unnormalized[0], unnormalized[2], atol=1e-5)
+
+
+def test_transparency_is_composited_on_white():
+    image = random_image(300, 200, mode="RGBA", seed=11)
+    pixel_values = MeterImageProcessor()(image, return_tensors="np")["pixel_values"][0]
+    expected = reference_meter_transform(composite_on_white(image))
+    np.testing.assert_allclose(pixel_values, expected, atol=2.5 / (255 * CLIP_STD.min()))  # <= 1 grey level apart
+    assert not np.allclose(pixel_values, reference_meter_transform(image.convert("RGB")), atol=0.1)  # not dropped
+
+    plain = MeterImageProcessor(do_resize=False, do_center_crop=False, do_rescale=False, do_normalize=False)
+    transparent = PIL.Image.new("RGBA", (8, 8), (10, 20, 30, 0))
+    palette = PIL.Image.new("P", (8, 8), 0)
+    palette.putpalette([10, 20, 30] * 256)
+    palette.info["transparency"] = 0  # palette index 0 is transparent (GIF/PNG-8)
+    for value in (transparent, transparent.convert("LA"), palette):
+        np.testing.assert_array_equal(plain(value, return_tensors="np")["pixel_values"][0], 255.0)  # white
+    half = np.concatenate([np.zeros((8, 8, 3), np.uint8), np.full((8, 8, 1), 128, np.uint8)], axis=-1)
+    np.testing.assert_array_equal(plain(half, return_tensors="np")["pixel_values"][0], 127.0)  # arrays too
+    np.testing.assert_array_equal(plain(transparent, return_tensors="np")["pixel_values"][0],
+                                  plain(np.asarray(transparent), return_tensors="np")["pixel_values"][0])
+
+
+@pytest.mark.parametrize("mode", ["I;16", "I"])
+def test_16_bit_images_are_scaled_not_clipped(mode):
+    ramp = (np.arange(32 * 32).reshape(32, 32) * 64).astype(np.uint16 if mode == "I;16" else np.int32)  # 0..65472
+    image = PIL.Image.fromarray(ramp)
+    assert image.mode == mode
+    plain = MeterImageProcessor(do_resize=False, do_center_crop=False, do_rescale=False, do_normalize=False)
+    pixel_values = plain(image, return_tensors="np")["pixel_values"][0]
+    np.testing.assert_allclose(pixel_values[0], np.round(ramp * 255.0 / 65535.0), atol=0.5)
+    np.testing.assert_array_equal(pixel_values[0], pixel_values[2])
+    assert 100 < pixel_values.mean() < 155  # PIL's convert("RGB") clips: almost every pixel is 255
+    assert np.asarray(image.convert("RGB")).mean() > 250
 
 
 @pytest.mark.parametrize("mode", ["RGBA", "L"])
@@ -477,3 +518,47 @@ def test_easy_vqa_batch(processor):
     torch.testing.assert_close(from_paths["pixel_values"], inputs["pixel_values"])
     decoded = processor.batch_decode(inputs["input_ids"], skip_special_tokens=True)
     assert decoded == [text.lower() for text in texts]
+
+
+# ------------------------------------------------------------------------------------------ value warnings
+
+
+@pytest.fixture
+def image_processor_warnings(caplog):
+    """Warnings of the image processor's logger (`logger.warning_once`, as transformers' image processors do)."""
+    import logging
+
+    logging.Logger.warning_once.cache_clear()  # transformers caches warning_once per message
+    caplog.set_level(logging.WARNING, logger="hf_vl.models.meter.image_processing_meter")
+    yield caplog
+    logging.Logger.warning_once.cache_clear()
+
+
+def test_already_normalised_tensors_warn(image_processor_warnings):
+    image_processor = MeterImageProcessor(resolution=32)
+    normalised = image_processor(random_image(40, 40), return_tensors="pt")["pixel_values"][0]  # in ~[-1.8, 2.1]
+    assert normalised.min() < 0
+    image_processor(normalised)
+    assert "already normalised" in image_processor_warnings.text and "do_normalize=False" in image_processor_warnings.text
+    image_processor_warnings.clear()
+    image_processor(torch.rand(3, 16, 16))  # [0, 1] floats with do_rescale=True
+    assert "rescale already rescaled images" in image_processor_warnings.text
+    image_processor_warnings.clear()
+    image_processor(normalised, do_rescale=False)  # normalising [0, 1]-expected input that is not in [0, 1]
+    assert "is not in [0, 1]" in image_processor_warnings.text
+    image_processor_warnings.clear()
+    image_processor(np.asarray(random_image(16, 16)).astype(np.float32))  # [0, 255] floats: nothing to say
+    image_processor(torch.rand(3, 16, 16), do_rescale=False)
+    assert image_processor_warnings.text == ""
+
+
+def test_processor_defaults_are_class_level_kwargs(processor, tokenizer):
+    """METER's text defaults are `MeterProcessor.text_kwargs` (transformers' processor defaults), `max_text_len`
+    sets `max_length`, and a `max_length` saved with the tokenizer does not override them."""
+    assert MeterProcessor.text_kwargs == {"padding": "max_length", "truncation": True, "max_length": 40}
+    assert MeterProcessor(MeterImageProcessor(), tokenizer, max_text_len=12).text_kwargs["max_length"] == 12
+    assert tokenizer.init_kwargs.get("max_length") == 128  # sentence-transformers' tokenizer_config.json
+    merged = processor._merge_kwargs(tokenizer_init_kwargs=tokenizer.init_kwargs, return_tensors="pt")
+    assert merged["text_kwargs"]["max_length"] == 40 and merged["text_kwargs"]["padding"] == "max_length"
+    assert merged["images_kwargs"]["return_tensors"] == "pt"
+    assert processor(text="a", max_length=None, return_tensors="pt")["input_ids"].shape == (1, 40)

@@ -8,13 +8,28 @@ and a pretrained text encoder with a stack of fusion layers.
 from typing import Literal
 
 from transformers import AutoConfig
+from transformers.activations import ACT2FN
 from transformers.configuration_utils import PreTrainedConfig, SubConfigSpec
 
 
-# Vision towers whose first output token is a [CLS] token; every other tower is mean-pooled (METER with Swin).
-_CLS_TOKEN_VISION_TYPES = ("clip_vision_model", "vit", "deit", "beit", "dinov2", "siglip_vision_model")
+# Vision towers whose first output token is a [CLS] token; every other tower (Swin, SigLIP, convolutional towers) is
+# mean-pooled, as METER does with Swin. The number of prefix tokens per tower lives in modeling_meter.
+_CLS_TOKEN_VISION_TYPES = ("clip_vision_model", "vit", "deit", "beit", "dinov2")
 
 METER_DEFAULT_NUM_VQA_LABELS = 3129
+
+
+def _check_int(name: str, value, minimum: int, why: str = "") -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"`{name}` must be an int >= {minimum}{why}, got {value!r}.")
+
+
+def _check_float(name: str, value, low: float, high: float | None, low_open: bool = False) -> None:
+    number = not isinstance(value, bool) and isinstance(value, (int, float))
+    # written so that NaN fails every comparison
+    if not (number and value >= low and (value > low or not low_open) and (high is None or value <= high)):
+        interval = f"{'(' if low_open else '['}{low:g}, {'inf)' if high is None else f'{high:g}]'}"
+        raise ValueError(f"`{name}` must be a float in {interval}, got {value!r}.")
 
 
 class MeterConfig(PreTrainedConfig):
@@ -46,6 +61,10 @@ class MeterConfig(PreTrainedConfig):
         initializer_range (`float`, defaults to 0.02): std of the normal init of new weights.
         mim_mask_probability (`float`, defaults to 0.15): share of image patches masked by the masked patch
             classification objective of [`MeterForPreTraining`] (used when `mim_labels` is not given).
+        check_input_values (`bool`, defaults to `True`): run the value checks of
+            [`~MeterPreTrainedModel.validate_input_values`] (token ids in the vocabulary, 0/1 masks, finite pixels,
+            labels in range) in eager `forward` calls. They read tensor values (a device sync), are never traced by
+            `torch.compile`, and can be switched off for throughput once inputs are known to be valid.
         num_labels (`int`, defaults to 3129): answers of the VQA head (VQAv2's 3,129); set 2 for NLVR2, 3 for SNLI-VE.
 
     Example:
@@ -90,11 +109,24 @@ class MeterConfig(PreTrainedConfig):
     image_pooling: Literal["cls", "mean"] | None = None
     initializer_range: float = 0.02
     mim_mask_probability: float = 0.15
+    check_input_values: bool = True
     tie_word_embeddings: bool = False
 
     def __post_init__(self, **kwargs):
-        if self.id2label is None and kwargs.get("num_labels") is None:
+        num_labels = kwargs.get("num_labels")
+        if num_labels is not None and (
+            isinstance(num_labels, bool) or not isinstance(num_labels, int) or num_labels < 1
+        ):
+            raise ValueError(f"`num_labels` must be a positive int (the classes of the task head), got {num_labels!r}.")
+        if self.id2label is None and num_labels is None:
             kwargs["num_labels"] = METER_DEFAULT_NUM_VQA_LABELS
+        for name in ("text_config", "vision_config"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, (dict, PreTrainedConfig)):
+                raise TypeError(
+                    f"`{name}` must be a dict or a PreTrainedConfig (e.g. `AutoConfig.for_model(...)`), got "
+                    f"{type(value).__name__} {value!r}."
+                )
         super().__post_init__(**kwargs)
         if self.image_pooling is None:
             vision_type = getattr(self.vision_config, "model_type", "")
@@ -102,6 +134,9 @@ class MeterConfig(PreTrainedConfig):
         self._validate_meter_fields()
 
     def _validate_meter_fields(self):
+        for name in ("hidden_size", "num_attention_heads", "intermediate_size", "num_fusion_layers"):
+            _check_int(name, getattr(self, name), minimum=1)
+        _check_int("modality_type_vocab_size", self.modality_type_vocab_size, minimum=2, why=" (text and image)")
         if self.hidden_size % self.num_attention_heads != 0:
             raise ValueError(
                 f"`hidden_size` ({self.hidden_size}) must be a multiple of `num_attention_heads` "
@@ -111,18 +146,20 @@ class MeterConfig(PreTrainedConfig):
             raise ValueError(
                 f"`fusion_type` must be 'co_attention' or 'merged_attention', got {self.fusion_type!r}."
             )
+        if not isinstance(self.hidden_act, str) or self.hidden_act not in ACT2FN:
+            raise ValueError(
+                f"`hidden_act` must name a transformers activation (`transformers.activations.ACT2FN`: one of "
+                f"{sorted(ACT2FN)}), got {self.hidden_act!r}."
+            )
+        if len(self.id2label) < 1:
+            raise ValueError(f"`id2label` must name at least one class of the task head, got {self.id2label!r}.")
         if self.image_pooling not in ("cls", "mean"):
             raise ValueError(f"`image_pooling` must be 'cls' or 'mean', got {self.image_pooling!r}.")
-        if self.num_fusion_layers < 1:
-            raise ValueError(f"`num_fusion_layers` must be >= 1, got {self.num_fusion_layers}.")
-        if self.modality_type_vocab_size < 2:
-            raise ValueError(
-                f"`modality_type_vocab_size` must be >= 2 (text and image), got {self.modality_type_vocab_size}."
-            )
         for name in ("hidden_dropout_prob", "attention_probs_dropout_prob", "mim_mask_probability"):
-            value = getattr(self, name)
-            if not 0.0 <= value <= 1.0:
-                raise ValueError(f"`{name}` must be in [0, 1], got {value}.")
+            _check_float(name, getattr(self, name), 0.0, 1.0)
+        for name in ("layer_norm_eps", "classifier_layer_norm_eps"):
+            _check_float(name, getattr(self, name), 0.0, None, low_open=True)
+        _check_float("initializer_range", self.initializer_range, 0.0, None)
         if not hasattr(self.vision_config, "hidden_size") and hasattr(self.vision_config, "hidden_sizes"):
             self.vision_config.hidden_size = self.vision_config.hidden_sizes[-1]  # convolutional towers
         for name in ("text_config", "vision_config"):

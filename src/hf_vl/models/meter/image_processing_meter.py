@@ -11,15 +11,19 @@ This processor reproduces those transforms with PIL and NumPy only: torchvision 
 transformers PIL backend and torchvision disagree, the original code (torchvision) is followed:
 
 - center crop offsets are `round((size - crop) / 2)` (torchvision), not `(size - crop) // 2`;
-- images are converted to RGB with `PIL.Image.convert("RGB")`, which drops an alpha channel rather than
-  compositing it over white as `transformers.image_transforms.convert_to_rgb` does.
+
+One deliberate difference: METER converts with `PIL.Image.convert("RGB")`, which drops an alpha channel and clips
+16-bit images (mostly to white). This processor follows one RGB rule instead ([`convert_image_to_rgb`],
+shared with the pipelines and the region processor): transparency is composited over white, 16-bit images are
+scaled to 8 bits. RGB inputs, which the original code was trained and evaluated on, give identical results.
 
 This file is shipped to the Hub as remote code: it imports only numpy, PIL, torch and the public
 `transformers` API.
 """
 
+import os
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import PIL.Image
@@ -68,56 +72,128 @@ class MeterImageProcessorKwargs(ImagesKwargs, total=False):
     resolution: int | None
 
 
-def _is_single_image(value: Any) -> bool:
-    return isinstance(value, (PIL.Image.Image, np.ndarray, torch.Tensor, str))
+class FlatImages(NamedTuple):
+    """`images` flattened by [`flatten_images`]."""
+
+    images: list  # the single images, in order
+    names: list  # the argument path of each, for error messages: "images", "images[2]", "images[1][0]"
+    batched: bool  # False when `images` was one image
+    per_example: int | None  # images per example for grouped inputs (NLVR2 pairs: 2), else None
 
 
 def _describe(value: Any) -> str:
+    """An input as error messages show it: its type, and its shape (arrays, tensors) or size and mode (PIL)."""
     if isinstance(value, (np.ndarray, torch.Tensor)):
         return f"{type(value).__name__} of shape {tuple(value.shape)}"
+    if isinstance(value, PIL.Image.Image):
+        return f"PIL image of size {value.width}x{value.height} (width x height) in mode {value.mode!r}"
     return type(value).__name__
 
 
-def _flatten_one(image: Any, where: str) -> list:
-    """One entry of `images`: a PIL image, a path/URL, an (H, W[, C]) array, or a (B, ...) batch array."""
+def _is_single_image(value: Any) -> bool:
+    """A PIL image, a path/URL (`str` or `os.PathLike`), or one (H, W), (H, W, C) or (C, H, W) array or tensor."""
+    if isinstance(value, (PIL.Image.Image, str, os.PathLike)):
+        return True
+    return isinstance(value, (np.ndarray, torch.Tensor)) and value.ndim in (2, 3)
+
+
+def _check_single_image(image: Any, argument: str) -> Any:
+    """`image` if it is one image with at least one pixel (paths as `str`); a `TypeError`/`ValueError` naming
+    `argument` otherwise."""
+    if isinstance(image, (np.ndarray, torch.Tensor)) and image.ndim not in (2, 3):
+        raise ValueError(
+            f"`{argument}` must be one image of shape (H, W), (H, W, C) or (C, H, W); got {_describe(image)}."
+        )
     if not _is_single_image(image):
         raise TypeError(
-            f"`{where}` must be a PIL image, a numpy array, a torch tensor or a path/URL string; "
+            f"`{argument}` must be a PIL image, a path/URL, or an (H, W), (H, W, C) or (C, H, W) array or tensor; "
             f"got {_describe(image)}."
         )
-    if isinstance(image, (np.ndarray, torch.Tensor)):
-        if image.ndim == 4:
-            return list(image)
-        if image.ndim not in (2, 3):
-            raise ValueError(
-                f"`{where}` must be an array of shape (H, W), (H, W, C), (C, H, W) or a batch (B, ...) of those; "
-                f"got {_describe(image)}."
-            )
-    return [image]
+    if isinstance(image, (str, os.PathLike)):
+        return os.fspath(image)
+    size = (image.height, image.width) if isinstance(image, PIL.Image.Image) else tuple(image.shape)
+    if 0 in size:
+        raise ValueError(f"`{argument}` has no pixels: got {_describe(image)}; height and width must be >= 1.")
+    return image
 
 
-def make_flat_list_of_meter_images(images: Any) -> list:
-    """Flatten a single image, a list of images, a batch array or a list of image lists (NLVR2 pairs).
+def flatten_images(images: Any, argument: str = "images") -> FlatImages:
+    """The one rule for image inputs: which structures are accepted and how they are flattened.
 
-    Raises a `ValueError`/`TypeError` naming `images` on an empty input or an entry that is not an image.
+    Accepted: one image; a list/tuple of images (one per example); a list of equally long, non-empty lists of
+    images (several images per example, e.g. NLVR2 pairs); a 4-D (B, ...) or 5-D (B, N, ...) array or tensor. Each
+    image is a PIL image, a path/URL, or an (H, W), (H, W, C) or (C, H, W) array/tensor with at least one pixel.
+    Anything else raises a `TypeError`/`ValueError` naming `argument` (or the entry, e.g. `images[1][0]`).
     """
-    if isinstance(images, (list, tuple)):
-        if len(images) == 0:
-            raise ValueError("`images` is empty: pass at least one image.")
-        flat = []
-        for index, entry in enumerate(images):
-            if isinstance(entry, (list, tuple)):
-                if len(entry) == 0:
-                    raise ValueError(f"`images[{index}]` is an empty list: pass at least one image per example.")
-                for sub_index, image in enumerate(entry):
-                    flat.extend(_flatten_one(image, f"images[{index}][{sub_index}]"))
-            else:
-                flat.extend(_flatten_one(entry, f"images[{index}]"))
-        return flat
-    flat = _flatten_one(images, "images")
-    if len(flat) == 0:
-        raise ValueError(f"`images` is empty: got {_describe(images)}.")
-    return flat
+    if isinstance(images, (np.ndarray, torch.Tensor)) and images.ndim in (4, 5):
+        if 0 in images.shape[: images.ndim - 3]:
+            raise ValueError(f"`{argument}` is empty: got {_describe(images)}.")
+        if images.ndim == 4:
+            names = [f"{argument}[{i}]" for i in range(images.shape[0])]
+            return FlatImages([_check_single_image(x, n) for x, n in zip(images, names)], names, True, None)
+        groups, per_example = images.shape[:2]
+        names = [f"{argument}[{i}][{j}]" for i in range(groups) for j in range(per_example)]
+        flat = [_check_single_image(x, n) for x, n in zip(images.reshape(-1, *images.shape[2:]), names)]
+        return FlatImages(flat, names, True, per_example)
+    if not isinstance(images, (list, tuple)):
+        return FlatImages([_check_single_image(images, argument)], [argument], False, None)
+    if len(images) == 0:
+        raise ValueError(f"`{argument}` is empty: pass at least one image.")
+    nested = [isinstance(entry, (list, tuple)) for entry in images]
+    if not any(nested):
+        names = [f"{argument}[{i}]" for i in range(len(images))]
+        return FlatImages([_check_single_image(x, n) for x, n in zip(images, names)], names, True, None)
+    if not all(nested):
+        raise ValueError(
+            f"`{argument}` mixes single images and lists of images; pass either one image per example or a list of "
+            "images (e.g. an NLVR2 pair) for every example."
+        )
+    lengths = [len(entry) for entry in images]
+    if len(set(lengths)) != 1 or lengths[0] == 0:
+        raise ValueError(
+            f"Every entry of `{argument}` must hold the same non-zero number of images (2 for NLVR2); got {lengths}."
+        )
+    names = [f"{argument}[{i}][{j}]" for i, entry in enumerate(images) for j in range(len(entry))]
+    flat = [image for entry in images for image in entry]
+    return FlatImages([_check_single_image(x, n) for x, n in zip(flat, names)], names, True, lengths[0])
+
+
+def convert_image_to_rgb(image: PIL.Image.Image, argument: str = "images") -> PIL.Image.Image:
+    """The one RGB rule for PIL images.
+
+    - `"RGB"`: unchanged.
+    - With transparency (`"RGBA"`, `"RGBa"`, `"LA"`, `"La"`, `"PA"`, or a `"transparency"` entry in `image.info`,
+      e.g. a palette `"P"` image): composited over white, as an image viewer shows it.
+    - 16-bit grayscale (`"I;16"`, `"I;16L"`, `"I;16B"`, `"I;16N"`) and 32-bit integer `"I"` (the mode older Pillow
+      opens 16-bit PNG/TIFF files in): scaled from [0, 65535] to [0, 255]. (`convert("RGB")` clips instead, which
+      turns most 16-bit images white.) `"I"` values outside [0, 65535] raise a `ValueError`.
+    - `"L"`, `"1"`, `"P"`, `"CMYK"`, `"YCbCr"`, `"RGBX"`, `"HSV"`, `"LAB"`: PIL's `convert("RGB")`.
+    - Any other mode (e.g. 32-bit float `"F"`, which has no agreed pixel range) raises a `ValueError` naming
+      `argument`.
+    """
+    mode = image.mode
+    if mode == "RGB":
+        return image
+    if mode in ("RGBA", "RGBa", "LA", "La", "PA") or "transparency" in image.info:
+        rgba = image.convert("RGBA")
+        background = PIL.Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return PIL.Image.alpha_composite(background, rgba).convert("RGB")
+    if mode == "I" or mode.startswith("I;16"):
+        values = np.asarray(image).astype(np.int64)
+        if values.size and (values.min() < 0 or values.max() > 65535):
+            raise ValueError(
+                f"`{argument}` is a PIL image in mode {mode!r} with values in [{values.min()}, {values.max()}]; "
+                "integer images are read as 16-bit, so values must lie in [0, 65535]."
+            )
+        eight_bit = ((values * 255 + 32767) // 65535).astype(np.uint8)
+        return PIL.Image.fromarray(eight_bit).convert("RGB")
+    if mode in ("L", "1", "P", "CMYK", "YCbCr", "RGBX", "HSV", "LAB"):
+        return image.convert("RGB")
+    raise ValueError(
+        f"`{argument}` is a PIL image in mode {mode!r}, which has no agreed RGB meaning; supported modes are RGB, "
+        "RGBA, RGBa, RGBX, L, LA, La, 1, P, PA, CMYK, YCbCr, HSV, LAB, I and I;16 (converted to RGB). Convert it "
+        "yourself (e.g. `image.convert('RGB')`) or pass a numpy array."
+    )
 
 
 class MeterImageProcessor(PilBackend):
@@ -131,8 +207,8 @@ class MeterImageProcessor(PilBackend):
 
     Args:
         do_convert_rgb (`bool`, *optional*, defaults to `True`):
-            Convert every image to 3-channel RGB (`PIL.Image.convert("RGB")` as METER does; arrays: grayscale is
-            repeated, an alpha channel is dropped). When `False`, non-RGB inputs raise a `ValueError`.
+            Convert every image to 3-channel RGB ([`convert_image_to_rgb`] for PIL images; arrays: grayscale is
+            repeated, an alpha channel is composited over white). When `False`, non-RGB inputs raise a `ValueError`.
         do_resize (`bool`, *optional*, defaults to `True`):
             Whether to resize.
         size (`dict[str, int]` or `int`, *optional*, defaults to `{"shortest_edge": 288}`):
@@ -167,7 +243,10 @@ class MeterImageProcessor(PilBackend):
             resolved sizes are.
 
     Inputs are PIL images, paths/URLs, or uint8/integer/float arrays and tensors in the [0, 255] range,
-    channels first or last. Float arrays already in [0, 1] need `do_rescale=False`.
+    channels first or last. Float arrays already in [0, 1] need `do_rescale=False`. Bad inputs raise a `ValueError`
+    or `TypeError` naming the entry (`images[2]`): no pixels, NaN/inf, integers outside [0, 255], floats above 255
+    with `do_rescale=True`, an unsupported PIL mode or channel count. Floats that look already rescaled or
+    normalised log a warning.
 
     Example:
 
@@ -252,10 +331,12 @@ class MeterImageProcessor(PilBackend):
         if any(std == 0 for std in (image_std if isinstance(image_std, Iterable) else [image_std])):
             raise ValueError(f"`image_std` must be non-zero; got {image_std}.")
 
-    def _prepare_images_structure(self, images, expected_ndims: int = 3) -> list:
-        flat = make_flat_list_of_meter_images(images)
-        # Paths and URLs become PIL images; everything else is returned as is.
-        return [self.fetch_images(image) if isinstance(image, str) else image for image in flat]
+    def _prepare_image_like_inputs(self, images, *args, expected_ndims: int = 3, **kwargs) -> list[np.ndarray]:
+        """Flatten `images` ([`flatten_images`]), load paths/URLs, and turn each image into a (3, H, W) array with
+        [`process_image`]; errors name the entry (`images[1][0]`)."""
+        flat = flatten_images(images)
+        loaded = [self.fetch_images(image) if isinstance(image, str) else image for image in flat.images]
+        return [self.process_image(image, *args, argument=name, **kwargs) for image, name in zip(loaded, flat.names)]
 
     def process_image(
         self,
@@ -263,30 +344,37 @@ class MeterImageProcessor(PilBackend):
         do_convert_rgb: bool | None = None,
         input_data_format: str | ChannelDimension | None = None,
         do_rescale: bool | None = None,
+        do_normalize: bool | None = None,
+        argument: str = "images",
         **kwargs,
     ) -> np.ndarray:
-        """Validate one raw image and return it as a (3, H, W) array (uint8, or float32 for float inputs)."""
-        if isinstance(image, PIL.Image.Image):
-            return self._pil_to_channels_first(image, do_convert_rgb)
-        array = image.detach().cpu().numpy() if isinstance(image, torch.Tensor) else np.asarray(image)
-        array = self._array_to_channels_first(array, input_data_format)
-        array = self._check_pixel_values(array, do_rescale)
-        return self._to_rgb_channels(array, do_convert_rgb)
+        """Validate one raw image and return it as a (3, H, W) array (uint8, or float32 for float inputs).
 
-    @staticmethod
-    def _pil_to_channels_first(image: PIL.Image.Image, do_convert_rgb: bool | None) -> np.ndarray:
-        if image.mode != "RGB":
-            if not do_convert_rgb:
+        PIL images go through [`convert_image_to_rgb`]. Arrays and tensors: integers must lie in [0, 255]; floats
+        must be finite, in [0, 255] with `do_rescale=True` (a warning says when they look already rescaled or
+        normalised) or in [0, 1] with `do_rescale=False`; 1 channel is repeated, an alpha channel composited over
+        white. Errors name `argument`.
+        """
+        if isinstance(image, PIL.Image.Image):
+            if image.mode != "RGB" and not do_convert_rgb:
                 raise ValueError(
-                    f"`images` must be RGB when `do_convert_rgb=False`; got a PIL image in mode {image.mode!r}. "
+                    f"`{argument}` must be RGB when `do_convert_rgb=False`; got a PIL image in mode {image.mode!r}. "
                     "Pass `do_convert_rgb=True` to convert it."
                 )
-            # METER converts with PIL (meter/datasets/base_dataset.py): alpha is dropped, not composited.
-            image = image.convert("RGB")
-        return np.ascontiguousarray(np.asarray(image).transpose(2, 0, 1))  # (H, W, 3) -> (3, H, W)
+            image = convert_image_to_rgb(image, argument)
+            return np.ascontiguousarray(np.asarray(image).transpose(2, 0, 1))  # (H, W, 3) -> (3, H, W)
+        if isinstance(image, torch.Tensor):
+            image = image.detach().cpu()
+            array = (image.float() if image.dtype == torch.bfloat16 else image).numpy()
+        else:
+            array = np.asarray(image)
+        array = self._array_to_channels_first(array, input_data_format, argument)
+        array = self._check_pixel_values(array, do_rescale, do_normalize, argument)
+        white = 255.0 if do_rescale or array.dtype == np.uint8 else 1.0
+        return self._to_rgb_channels(array, do_convert_rgb, white, argument)
 
     @staticmethod
-    def _array_to_channels_first(array: np.ndarray, input_data_format) -> np.ndarray:
+    def _array_to_channels_first(array: np.ndarray, input_data_format, argument: str) -> np.ndarray:
         if array.ndim == 2:
             return array[None]  # (H, W) grayscale -> (1, H, W)
         if input_data_format is None:
@@ -294,48 +382,76 @@ class MeterImageProcessor(PilBackend):
                 input_data_format = infer_channel_dimension_format(array, num_channels=(1, 3, 4))
             except ValueError:
                 raise ValueError(
-                    "`images` arrays must have 1, 3 or 4 channels in their first or last dimension; got an array "
-                    f"of shape {array.shape}."
+                    f"`{argument}` arrays must have 1, 3 or 4 channels in their first or last dimension; got an "
+                    f"array of shape {array.shape}."
                 ) from None
         if ChannelDimension(input_data_format) == ChannelDimension.LAST:
             array = np.moveaxis(array, -1, 0)
         return array
 
     @staticmethod
-    def _check_pixel_values(array: np.ndarray, do_rescale: bool | None) -> np.ndarray:
+    def _check_pixel_values(
+        array: np.ndarray, do_rescale: bool | None, do_normalize: bool | None, argument: str
+    ) -> np.ndarray:
         if array.dtype == np.uint8:
             return array
         if np.issubdtype(array.dtype, np.integer):
-            if array.size and (array.min() < 0 or array.max() > 255):
+            if array.min() < 0 or array.max() > 255:
                 raise ValueError(
-                    f"`images` integer arrays must hold values in [0, 255]; got [{array.min()}, {array.max()}]."
+                    f"`{argument}` integer arrays must hold 8-bit values in [0, 255]; got [{array.min()}, "
+                    f"{array.max()}]. Scale 16-bit data to 8 bits first (e.g. `(array / 257).round()`), or pass it "
+                    "as a PIL image in mode 'I;16'."
                 )
             return array.astype(np.uint8)
         if not np.issubdtype(array.dtype, np.floating):
-            raise TypeError(f"`images` arrays must be integer or float; got dtype {array.dtype}.")
+            raise TypeError(f"`{argument}` arrays must hold integer or float pixel values; got dtype {array.dtype}.")
         if not np.isfinite(array).all():
             raise ValueError(
-                f"`images` contains {int(np.sum(~np.isfinite(array)))} NaN or infinite pixel values (array of "
+                f"`{argument}` contains {int(np.sum(~np.isfinite(array)))} NaN or infinite pixel values (array of "
                 f"shape {array.shape})."
             )
-        if do_rescale and array.size and array.min() >= 0 and array.max() <= 1:
+        low, high = float(array.min()), float(array.max())
+        if do_rescale:
+            if high > 255.0:
+                raise ValueError(
+                    f"`{argument}` holds float pixel values up to {high:g}, above the [0, 255] range that "
+                    "`do_rescale=True` expects. Scale 16-bit data to [0, 255], or rescale the image yourself and pass "
+                    "`do_rescale=False`."
+                )
+            if low < 0:
+                logger.warning_once(
+                    f"It looks like you are trying to rescale and normalise already normalised images: `{argument}` "
+                    f"holds negative float pixel values ([{low:.3g}, {high:.3g}]). If they are model-ready "
+                    "`pixel_values`, pass them to the model directly or set `do_rescale=False, do_normalize=False`."
+                )
+            elif high <= 1:
+                logger.warning_once(
+                    "It looks like you are trying to rescale already rescaled images. If the input images have pixel "
+                    "values between 0 and 1, set `do_rescale=False` to avoid rescaling them again."
+                )
+        elif do_normalize and (low < 0 or high > 1):
             logger.warning_once(
-                "`images` are float arrays in [0, 1] and `do_rescale=True` will divide them by 255 again; pass "
-                "`do_rescale=False` if they are already rescaled."
+                f"It looks like `{argument}` is not in [0, 1] (float pixel values in [{low:.3g}, {high:.3g}]) "
+                "although `do_rescale=False` says it is already rescaled: if it is already normalised, normalising it "
+                "again gives wrong `pixel_values`. Pass [0, 255] images with `do_rescale=True`, or normalised ones "
+                "with `do_normalize=False`."
             )
         return array.astype(np.float32)
 
     @staticmethod
-    def _to_rgb_channels(array: np.ndarray, do_convert_rgb: bool | None) -> np.ndarray:
+    def _to_rgb_channels(array: np.ndarray, do_convert_rgb: bool | None, white: float, argument: str) -> np.ndarray:
+        """(C, H, W) -> (3, H, W): grayscale repeated, alpha composited over `white` (255, or 1 for [0, 1] floats)."""
         num_channels = array.shape[0]
         if num_channels == 3:
             return array
         if do_convert_rgb and num_channels == 1:
             return np.repeat(array, 3, axis=0)
         if do_convert_rgb and num_channels == 4:
-            return array[:3]  # drop alpha, as PIL's convert("RGB") does
+            alpha = array[3:].astype(np.float32) / white
+            composited = array[:3].astype(np.float32) * alpha + white * (1.0 - alpha)
+            return np.round(composited).astype(np.uint8) if array.dtype == np.uint8 else composited
         raise ValueError(
-            f"`images` must have 3 (RGB) channels{'' if do_convert_rgb else ' when `do_convert_rgb=False`'}; got "
+            f"`{argument}` must have 3 (RGB) channels{'' if do_convert_rgb else ' when `do_convert_rgb=False`'}; got "
             f"{num_channels} channel(s) (array of shape {array.shape} once channels-first)."
         )
 
@@ -426,4 +542,11 @@ class MeterImageProcessor(PilBackend):
         return BatchFeature(data=data, tensor_type=return_tensors)
 
 
-__all__ = ["MeterImageProcessor", "MeterImageProcessorKwargs", "NORMALIZATION_PRESETS"]
+__all__ = [
+    "FlatImages",
+    "MeterImageProcessor",
+    "MeterImageProcessorKwargs",
+    "NORMALIZATION_PRESETS",
+    "convert_image_to_rgb",
+    "flatten_images",
+]

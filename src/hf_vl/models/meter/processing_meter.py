@@ -3,8 +3,8 @@
 
 METER (https://github.com/zdou0830/METER) tokenizes every caption/question with
 `padding="max_length", truncation=True, max_length=max_text_len` (40 by default, `meter/datasets/base_dataset.py`);
-those are this processor's defaults. NLVR2 examples carry two images; pass them as a list of pairs and
-`pixel_values` comes back as (B, 2, 3, H, W).
+those are this processor's defaults (`MeterProcessor.text_kwargs`, merged by `ProcessorMixin._merge_kwargs`).
+NLVR2 examples carry two images; pass them as a list of pairs and `pixel_values` comes back as (B, 2, 3, H, W).
 
 This file is shipped to the Hub as remote code: it imports only numpy, torch, the public `transformers` API and its
 sibling `image_processing_meter.py`.
@@ -15,46 +15,37 @@ from typing import Any
 import numpy as np
 import torch
 from transformers.processing_utils import ProcessingKwargs, ProcessorMixin, Unpack
-from transformers.tokenization_utils_base import BatchEncoding
 
-from .image_processing_meter import MeterImageProcessorKwargs, make_flat_list_of_meter_images
+from .image_processing_meter import MeterImageProcessorKwargs, flatten_images
+
+
+# A tokenizer's `model_max_length` at or above this is transformers' "no limit" sentinel (`VERY_LARGE_INTEGER`).
+_NO_LENGTH_LIMIT = int(1e20)
 
 
 class MeterProcessorKwargs(ProcessingKwargs, total=False):
     images_kwargs: MeterImageProcessorKwargs
 
 
-def _count_examples(images: Any) -> tuple[int, int | None]:
-    """(number of examples, images per example or None when each example has one image)."""
-    if isinstance(images, (np.ndarray, torch.Tensor)):
-        if images.ndim == 5:  # (B, N, C, H, W) or (B, N, H, W, C)
-            return images.shape[0], images.shape[1]
-        return (images.shape[0] if images.ndim == 4 else 1), None
-    if not isinstance(images, (list, tuple)):
-        return 1, None
-    if len(images) == 0:
-        raise ValueError("`images` is empty: pass at least one image.")
-    nested = [isinstance(entry, (list, tuple)) for entry in images]
-    if not any(nested):
-        return len(images), None
-    if not all(nested):
-        raise ValueError(
-            "`images` mixes single images and lists of images; pass either one image per example or a list of "
-            "images (e.g. an NLVR2 pair) for every example."
-        )
-    per_example = {len(entry) for entry in images}
-    if len(per_example) != 1 or 0 in per_example:
-        raise ValueError(
-            "Every entry of `images` must hold the same non-zero number of images (2 for NLVR2); got "
-            f"{[len(entry) for entry in images]}."
-        )
-    return len(images), per_example.pop()
+def validate_text_input(text: Any, argument: str = "text") -> list[str]:
+    """The one rule for text inputs: a non-empty string, or a non-empty list/tuple of non-empty strings.
 
-
-def _flatten_image_groups(images: Any) -> Any:
-    if isinstance(images, (np.ndarray, torch.Tensor)) and images.ndim == 5:
-        return images.reshape(-1, *images.shape[2:])
-    return make_flat_list_of_meter_images(images)
+    Returns the texts as a list; raises a `TypeError`/`ValueError` naming `argument` (or the entry, `text[1]`).
+    """
+    if isinstance(text, str):
+        texts, names = [text], [argument]
+    elif isinstance(text, (list, tuple)):
+        if len(text) == 0:
+            raise ValueError(f"`{argument}` is an empty list: pass at least one string.")
+        texts, names = list(text), [f"{argument}[{index}]" for index in range(len(text))]
+    else:
+        raise TypeError(f"`{argument}` must be a string or a list of strings; got {type(text).__name__}.")
+    for name, sample in zip(names, texts):
+        if not isinstance(sample, str):
+            raise TypeError(f"`{name}` must be a string; got {type(sample).__name__}.")
+        if not sample.strip():
+            raise ValueError(f"`{name}` must be a non-empty string; got {sample!r}.")
+    return texts
 
 
 def _group_per_example(value: Any, num_examples: int, per_example: int) -> Any:
@@ -64,26 +55,29 @@ def _group_per_example(value: Any, num_examples: int, per_example: int) -> Any:
     return [list(value[index * per_example : (index + 1) * per_example]) for index in range(num_examples)]
 
 
-def _validate_text(text: Any) -> None:
-    if isinstance(text, str):
-        if not text.strip():
-            raise ValueError(f"`text` must be a non-empty string; got {text!r}.")
-        return
-    if not isinstance(text, (list, tuple)):
-        raise TypeError(f"`text` must be a string or a list of strings; got {type(text).__name__}.")
-    if len(text) == 0:
-        raise ValueError("`text` is an empty list: pass at least one string.")
-    for index, sample in enumerate(text):
-        if not isinstance(sample, str):
-            raise TypeError(f"`text[{index}]` must be a string; got {type(sample).__name__}.")
-        if not sample.strip():
-            raise ValueError(f"`text[{index}]` must be a non-empty string; got {sample!r}.")
+def _sequence_length(input_ids: Any) -> int:
+    """Longest sequence of a tokenizer output (a tensor/array, a list of lists, or one list)."""
+    if isinstance(input_ids, (np.ndarray, torch.Tensor)):
+        return int(input_ids.shape[-1]) if input_ids.ndim else 0
+    if len(input_ids) and isinstance(input_ids[0], (list, tuple, np.ndarray, torch.Tensor)):
+        return max(len(ids) for ids in input_ids)
+    return len(input_ids)
 
 
 class MeterProcessor(ProcessorMixin):
     r"""
     Constructs a METER processor: [`MeterImageProcessor`] for images and any text tokenizer (METER uses RoBERTa;
     BERT-style WordPiece tokenizers work too) for text.
+
+    Keyword arguments follow transformers' processors: tokenizer kwargs (`padding`, `max_length`,
+    `return_special_tokens_mask`, ...) and image processor kwargs (`do_pad`, `normalization`, `resolution`, ...) are
+    routed by name, or given as `text_kwargs=` / `images_kwargs=` dicts; `return_tensors` goes to both. Text
+    defaults to METER's `padding="max_length", truncation=True, max_length=max_text_len`.
+
+    Checks (a `ValueError`/`TypeError` naming the argument): at least one of `images` and `text`; `text` is a
+    non-empty string or a list of them; `images` follow [`flatten_images`] (one image, one per example, or equally
+    long lists of images per example); as many texts as image examples; no sequence longer than the tokenizer's
+    `model_max_length` (the text tower's position table).
 
     Args:
         image_processor (`MeterImageProcessor`):
@@ -110,82 +104,89 @@ class MeterProcessor(ProcessorMixin):
     """
 
     valid_processor_kwargs = MeterProcessorKwargs
+    # METER's text defaults (`meter/datasets/base_dataset.py`); `max_length` becomes `max_text_len` per instance.
+    text_kwargs = {"padding": "max_length", "truncation": True, "max_length": 40}
 
     def __init__(self, image_processor=None, tokenizer=None, max_text_len: int = 40, **kwargs):
         if isinstance(max_text_len, bool) or not isinstance(max_text_len, int) or max_text_len < 1:
             raise ValueError(f"`max_text_len` must be a positive int; got {max_text_len!r}.")
-        self.max_text_len = max_text_len
         super().__init__(image_processor, tokenizer, **kwargs)
+        limit = getattr(tokenizer, "model_max_length", None)
+        if isinstance(limit, int) and limit < _NO_LENGTH_LIMIT and max_text_len > limit:
+            raise ValueError(
+                f"`max_text_len` ({max_text_len}) exceeds the tokenizer's `model_max_length` ({limit}), the length "
+                "of the text tower's position table."
+            )
+        self.max_text_len = max_text_len
+        self.text_kwargs = {**type(self).text_kwargs, "max_length": max_text_len}
 
-    def __call__(
-        self,
-        images=None,
-        text: str | list[str] | None = None,
-        padding: bool | str = "max_length",
-        truncation: bool | str = True,
-        max_length: int | None = None,
-        return_tensors: str | None = None,
-        **kwargs: Unpack[MeterProcessorKwargs],
-    ) -> BatchEncoding:
+    def __call__(self, images=None, text=None, videos=None, audio=None, **kwargs: Unpack[MeterProcessorKwargs]):
         """Tokenize `text` and preprocess `images`.
 
         Args:
             images: one image, a list of images (one per example), a (B, ...) array, or a list of equally long image
                 lists (NLVR2: two per example), giving `pixel_values` of shape (B, 3, H, W) or (B, N, 3, H, W).
             text: one string or a list of strings, one per example.
-            padding, truncation: passed to the tokenizer (METER: `"max_length"`, `True`).
-            max_length: defaults to `self.max_text_len`.
-            return_tensors: `"pt"`, `"np"` or `None` (lists).
-            kwargs: tokenizer kwargs (e.g. `return_special_tokens_mask`) and image processor kwargs (e.g.
-                `do_pad`, `normalization`), or `text_kwargs=`/`images_kwargs=` dicts.
+            kwargs: tokenizer and image processor kwargs (see the class docstring) and `return_tensors`.
 
         Returns:
-            `BatchEncoding` with `input_ids`, `attention_mask` (and `token_type_ids` if the tokenizer returns them)
+            `BatchFeature` with `input_ids`, `attention_mask` (and `token_type_ids` if the tokenizer returns them)
             when `text` is given, and `pixel_values` (and `pixel_mask` with `do_pad=True`) when `images` is given.
         """
+        outputs = super().__call__(images=images, text=text, videos=videos, audio=audio, **kwargs)
+        if "input_ids" in outputs:
+            self._check_text_length(_sequence_length(outputs["input_ids"]))
+        return outputs
+
+    def _merge_kwargs(self, ModelProcessorKwargs=None, tokenizer_init_kwargs=None, **kwargs):
+        # transformers lets a tokenizer's saved init kwargs (e.g. `max_length: 128` of sentence-transformers
+        # tokenizers) override processor defaults; METER's `max_text_len` defaults must win over them.
+        if tokenizer_init_kwargs:
+            tokenizer_init_kwargs = {k: v for k, v in tokenizer_init_kwargs.items() if k not in self.text_kwargs}
+        merged = super()._merge_kwargs(ModelProcessorKwargs, tokenizer_init_kwargs=tokenizer_init_kwargs, **kwargs)
+        if merged["text_kwargs"].get("max_length") is None:  # `max_length=None` means the default, `max_text_len`
+            merged["text_kwargs"]["max_length"] = self.max_text_len
+        return merged
+
+    def prepare_inputs_layout(self, images=None, text=None, videos=None, audio=None, **kwargs):
+        # Inputs are checked by `validate_inputs` and paths/URLs are loaded by the image processor; transformers'
+        # `fetch_images` would raise on a bad entry before the checks could name it.
+        return images, text, videos, audio
+
+    def validate_inputs(self, images=None, text=None, videos=None, audio=None, **kwargs):
         if images is None and text is None:
             raise ValueError("You have to specify at least one of `images` or `text`.")
-        if text is not None:
-            _validate_text(text)
-        num_image_examples, images_per_example = (None, None) if images is None else _count_examples(images)
-        if text is not None and images is not None:
-            num_texts = 1 if isinstance(text, str) else len(text)
-            if num_texts != num_image_examples:
-                raise ValueError(
-                    f"`text` and `images` must describe the same number of examples; got {num_texts} text(s) and "
-                    f"{num_image_examples} image example(s)."
-                )
-
-        text_kwargs = {
-            "padding": padding,
-            "truncation": truncation,
-            "max_length": self.max_text_len if max_length is None else max_length,
-            **kwargs.pop("text_kwargs", {}),
-        }
-        if return_tensors is not None:
-            kwargs["return_tensors"] = return_tensors
-        output_kwargs = self._merge_kwargs(
-            MeterProcessorKwargs,
-            tokenizer_init_kwargs=self.tokenizer.init_kwargs,
-            text_kwargs=text_kwargs,
-            **kwargs,
-        )
-
-        data = {}
-        if text is not None:
-            data.update(self.tokenizer(text, **output_kwargs["text_kwargs"]))
-        if images is not None:
-            image_features = self.image_processor(
-                _flatten_image_groups(images), **output_kwargs["images_kwargs"]
+        if videos is not None or audio is not None:
+            raise ValueError(f"{type(self).__name__} takes `images` and `text`; got `videos` or `audio`.")
+        num_texts = None if text is None else len(validate_text_input(text, "text"))
+        if images is None:
+            return
+        flat = flatten_images(images, "images")
+        num_examples = (len(flat.images) // (flat.per_example or 1)) if flat.batched else 1
+        if num_texts is not None and num_texts != num_examples:
+            raise ValueError(
+                f"`text` and `images` must describe the same number of examples; got {num_texts} text(s) and "
+                f"{num_examples} image example(s)."
             )
-            for key, value in image_features.items():
-                if images_per_example is not None:
-                    value = _group_per_example(value, num_image_examples, images_per_example)
-                data[key] = value
-        tensor_type = output_kwargs["text_kwargs"].get("return_tensors") or output_kwargs["images_kwargs"].get(
-            "return_tensors"
-        )
-        return BatchEncoding(data=data, tensor_type=tensor_type)
+
+    def _process_images(self, images, **kwargs):
+        """Run the image processor (which flattens `images`) and regroup multi-image examples to (B, N, ...)."""
+        features = self.image_processor(images, **kwargs)
+        flat = flatten_images(images, "images")
+        if flat.per_example is not None:
+            num_examples = len(flat.images) // flat.per_example
+            for key in list(features.keys()):
+                features[key] = _group_per_example(features[key], num_examples, flat.per_example)
+        return features, []
+
+    def _check_text_length(self, length: int) -> None:
+        limit = getattr(self.tokenizer, "model_max_length", None)
+        if isinstance(limit, int) and limit < _NO_LENGTH_LIMIT and length > limit:
+            raise ValueError(
+                f"`text` gives sequences of {length} tokens, more than the tokenizer's `model_max_length` ({limit}), "
+                "the length of the text tower's position table; keep `truncation=True` with `max_length` <= "
+                f"{limit} (this processor truncates to `max_text_len`={self.max_text_len} by default)."
+            )
 
     @property
     def model_input_names(self) -> list[str]:
@@ -194,4 +195,4 @@ class MeterProcessor(ProcessorMixin):
         return list(dict.fromkeys(tokenizer_input_names + image_input_names))
 
 
-__all__ = ["MeterProcessor", "MeterProcessorKwargs"]
+__all__ = ["MeterProcessor", "MeterProcessorKwargs", "validate_text_input"]
