@@ -8,8 +8,11 @@ from transformers import (
     AutoConfig,
     AutoImageProcessor,
     AutoModel,
+    AutoModelForImageClassification,
+    AutoModelForMaskedLM,
     AutoModelForPreTraining,
     AutoModelForVisualQuestionAnswering,
+    AutoModelForZeroShotImageClassification,
     AutoProcessor,
 )
 
@@ -35,6 +38,23 @@ from .models.meter import (
     MeterPreTrainedModel,
     MeterProcessor,
 )
+from .models.vlmo import (
+    VlmoClassifierOutput,
+    VlmoConfig,
+    VlmoForImageAndTextRetrieval,
+    VlmoForImageClassification,
+    VlmoForImagesAndTextClassification,
+    VlmoForMaskedLM,
+    VlmoForPreTraining,
+    VlmoForPreTrainingOutput,
+    VlmoForQuestionAnswering,
+    VlmoImageProcessor,
+    VlmoModel,
+    VlmoModelOutput,
+    VlmoPreTrainedModel,
+    VlmoProcessor,
+    VlmoRetrievalOutput,
+)
 
 __version__ = "0.1.0"
 
@@ -48,6 +68,15 @@ MODEL_AUTO_CLASSES = {
         (AutoModelForImageAndTextRetrieval, MeterForImageAndTextRetrieval),
         (AutoModelForImagesAndTextClassification, MeterForImagesAndTextClassification),
         (AutoModelForImageTextClassification, MeterForImageTextClassification),
+    ),
+    "vlmo": (
+        (AutoModel, VlmoModel),
+        (AutoModelForPreTraining, VlmoForPreTraining),
+        (AutoModelForMaskedLM, VlmoForMaskedLM),
+        (AutoModelForImageClassification, VlmoForImageClassification),
+        (AutoModelForVisualQuestionAnswering, VlmoForQuestionAnswering),
+        (AutoModelForZeroShotImageClassification, VlmoForImageAndTextRetrieval),
+        (AutoModelForImagesAndTextClassification, VlmoForImagesAndTextClassification),
     ),
 }
 
@@ -65,7 +94,22 @@ def _register_meter() -> None:
     AutoProcessor.register(MeterConfig, MeterProcessor, exist_ok=True)
 
 
+def _register_vlmo() -> None:
+    AutoConfig.register("vlmo", VlmoConfig, exist_ok=True)
+    for auto_class, model_class in MODEL_AUTO_CLASSES["vlmo"]:
+        auto_class.register(VlmoConfig, model_class, exist_ok=True)
+    # VLMo's retrieval head is a dual encoder (logits_per_image), not an ITM scorer: hf_vl's
+    # AutoModelForImageAndTextRetrieval (fusion matching scores) keeps METER-style heads only.
+    AutoImageProcessor.register(
+        VlmoConfig,
+        image_processor_classes={"pil": VlmoImageProcessor, "torchvision": VlmoImageProcessor},
+        exist_ok=True,
+    )
+    AutoProcessor.register(VlmoConfig, VlmoProcessor, exist_ok=True)
+
+
 _register_meter()
+_register_vlmo()
 register_pipelines()
 
 __all__ = [
@@ -87,4 +131,19 @@ __all__ = [
     "MeterModelOutput",
     "MeterPreTrainedModel",
     "MeterProcessor",
+    "VlmoClassifierOutput",
+    "VlmoConfig",
+    "VlmoForImageAndTextRetrieval",
+    "VlmoForImageClassification",
+    "VlmoForImagesAndTextClassification",
+    "VlmoForMaskedLM",
+    "VlmoForPreTraining",
+    "VlmoForPreTrainingOutput",
+    "VlmoForQuestionAnswering",
+    "VlmoImageProcessor",
+    "VlmoModel",
+    "VlmoModelOutput",
+    "VlmoPreTrainedModel",
+    "VlmoProcessor",
+    "VlmoRetrievalOutput",
 ]
