@@ -59,6 +59,9 @@ class ImageTextRetrievalPipeline(ImageTextMatchingPipeline):
         candidate_images (`list`): the images to rank for each query text.
         top_k (`int`, *optional*): keep the best `top_k` candidates (default: all).
         batch_size (`int`, *optional*, defaults to 8): (image, text) pairs per forward pass.
+        encode_query_once (`bool`, *optional*, defaults to `True`): run the query image (or text) through its tower
+            once and share the result with every candidate pair (models exposing `get_image_encoder_hidden_states` /
+            `get_text_encoder_hidden_states`); `False` re-encodes it for every pair.
 
     Returns, per query, a list sorted by decreasing score of `{"text", "score", "probability"}` (image -> text) or
     `{"image_index", "score", "probability"}` (text -> image; the index into `candidate_images`). `score` is the
@@ -68,13 +71,17 @@ class ImageTextRetrievalPipeline(ImageTextMatchingPipeline):
 
     task_name = TASK
 
-    def _sanitize_parameters(self, top_k=None, **kwargs):
+    def _sanitize_parameters(self, top_k=None, encode_query_once=None, **kwargs):
         if kwargs:
             raise TypeError(f"{type(self).__name__} got unexpected arguments {sorted(kwargs)}.")
-        postprocess_params = {}
+        preprocess_params, postprocess_params = {}, {}
         if top_k is not None:
             postprocess_params["top_k"] = check_top_k(top_k)
-        return {}, {}, postprocess_params
+        if encode_query_once is not None:
+            if not isinstance(encode_query_once, bool):
+                raise TypeError(f"`encode_query_once` must be True or False, got {describe(encode_query_once)}.")
+            preprocess_params["encode_query_once"] = encode_query_once
+        return preprocess_params, {}, postprocess_params
 
     def __call__(
         self,
@@ -130,7 +137,7 @@ class ImageTextRetrievalPipeline(ImageTextMatchingPipeline):
             f"The {TASK} pipeline needs a query: `image` (with `candidate_texts`) or `text` (with `candidate_images`)."
         )
 
-    def preprocess(self, inputs: dict):
+    def preprocess(self, inputs: dict, encode_query_once: bool = True):
         if not isinstance(inputs, dict):
             raise TypeError(
                 f"Each {TASK} input must be a dict with `image` and `candidate_texts`, or `text` and "
@@ -152,6 +159,8 @@ class ImageTextRetrievalPipeline(ImageTextMatchingPipeline):
             pixels = processor_outputs(self.processor, images=image)
             check_inputs_fit_model(self.model, pixels, text_argument="candidate_texts", image_argument="image")
             pixels = to_model_dtype(pixels, self.dtype)
+            if encode_query_once:
+                pixels = self._encode_once(pixels, "image")
             for index, candidate in enumerate(texts):
                 tokens = processor_outputs(self.processor, text=candidate)
                 check_inputs_fit_model(self.model, tokens, f"candidate_texts[{index}]", image_argument="image")
@@ -167,6 +176,8 @@ class ImageTextRetrievalPipeline(ImageTextMatchingPipeline):
             images = _check_candidate_images(inputs.get("candidate_images"))
             tokens = processor_outputs(self.processor, text=text)
             check_inputs_fit_model(self.model, tokens, text_argument="text", image_argument="candidate_images")
+            if encode_query_once:
+                tokens = self._encode_once(tokens, "text")
             for index, candidate in enumerate(images):
                 pixels = processor_outputs(self.processor, images=candidate)
                 check_inputs_fit_model(self.model, pixels, "text", image_argument=f"candidate_images[{index}]")
@@ -177,6 +188,25 @@ class ImageTextRetrievalPipeline(ImageTextMatchingPipeline):
                     "candidate_image_index": index,
                     "is_last": index == len(images) - 1,
                 }
+
+    def _encode_once(self, inputs: dict, modality: str) -> dict:
+        """Runs the query through its tower once, so that each batch of candidates only runs the other tower and the
+        fusion (1 image x 100 texts: one vision-tower pass, not 100). Models without separate towers (no
+        `get_image_encoder_hidden_states` / `get_text_encoder_hidden_states`) get the raw inputs for every pair."""
+        base = self.model.base_model
+        encoder = getattr(base, f"get_{modality}_encoder_hidden_states", None)
+        if encoder is None:
+            return inputs
+        with torch.inference_mode():
+            if modality == "image":
+                pixel_values = inputs["pixel_values"].to(self.device)
+                rest = {key: value for key, value in inputs.items() if key != "pixel_values"}
+                return {**rest, "image_embeds": encoder(pixel_values).cpu()}
+            text = {key: inputs[key].to(self.device) for key in ("input_ids", "attention_mask", "token_type_ids")
+                    if key in inputs}
+            text_embeds = encoder(**text).cpu()
+        rest = {key: value for key, value in inputs.items() if key not in ("input_ids", "token_type_ids")}
+        return {**rest, "text_embeds": text_embeds}
 
     def postprocess(self, model_outputs: list[dict], top_k: int | None = None):
         results = []
