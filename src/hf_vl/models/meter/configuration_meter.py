@@ -77,6 +77,8 @@ class MeterConfig(PreTrainedConfig):
     """
 
     model_type = "meter"
+    # generic tooling (transformers' ConfigTester, output capturing) reads `num_hidden_layers`: the fusion depth
+    attribute_map = {"num_hidden_layers": "num_fusion_layers"}
     sub_configs_defaults = {
         "text_config": SubConfigSpec(config_class=AutoConfig, model_type="roberta"),
         "vision_config": SubConfigSpec(
