@@ -1013,7 +1013,8 @@ class VlmoForPreTraining(_VlmoMLMLabels, VlmoPreTrainedModel):
       positives and both sets of negatives (`itm_score` on the pooled [T_CLS]);
     - MLM through the fusion encoder on `mlm_input_ids` (the masked text; `input_ids` when not given).
 
-    `return_loss=True` computes ITC and ITM (their labels are implicit); `mlm_labels` adds MLM. The total is
+    `return_loss=True` computes ITC and ITM (their labels are implicit); `mlm_labels` adds MLM. In eval mode the
+    hardest negative is taken instead of a sampled one (deterministic evaluation). The total is
     `itc_loss + itm_loss + config.mlm_loss_weight * mlm_loss`. Negatives are drawn from the local batch (distributed
     gathering is not implemented yet), so `return_loss=True` needs a batch of at least 2.
     """
@@ -1087,7 +1088,8 @@ class VlmoForPreTraining(_VlmoMLMLabels, VlmoPreTrainedModel):
         itm_labels = None
         fusion_inputs = (input_ids, pixel_values, attention_mask, token_type_ids)
         if return_loss:
-            fusion_inputs, itm_labels = self._with_hard_negatives(*fusion_inputs, logits_per_image)
+            fusion_inputs, itm_labels = self._with_hard_negatives(*fusion_inputs, logits_per_image,
+                                                                  sample=self.training)
         fused = vlmo.encode_fusion(*fusion_inputs, output_attentions=output_attentions,
                                    output_hidden_states=output_hidden_states)
         itm_logits = self.itm_score(vlmo.pooler(fused["features"]))
@@ -1128,10 +1130,14 @@ class VlmoForPreTraining(_VlmoMLMLabels, VlmoPreTrainedModel):
         )
 
     @staticmethod
-    def _with_hard_negatives(input_ids, pixel_values, attention_mask, token_type_ids, logits_per_image):
+    def _with_hard_negatives(input_ids, pixel_values, attention_mask, token_type_ids, logits_per_image,
+                             sample: bool = True):
         """VLMo's global hard negative mining on the local batch: sample a negative image per text and a negative
         text per image with probabilities softmax(similarity), the true pair excluded. Returns the (3B) fusion
-        inputs `[positives; texts with negative images; images with negative texts]` and their ITM labels."""
+        inputs `[positives; texts with negative images; images with negative texts]` and their ITM labels.
+
+        `sample=False` (the model in eval mode) takes the most similar negative instead, so evaluation is
+        deterministic (the original samples in validation too)."""
         batch_size = input_ids.shape[0]
         with torch.no_grad():
             weights_i2t = F.softmax(logits_per_image.float(), dim=1)
@@ -1139,8 +1145,11 @@ class VlmoForPreTraining(_VlmoMLMLabels, VlmoPreTrainedModel):
             eye = torch.eye(batch_size, dtype=torch.bool, device=weights_i2t.device)
             weights_i2t = weights_i2t.masked_fill(eye, 0.0)
             weights_t2i = weights_t2i.masked_fill(eye, 0.0)
-            negative_images = torch.multinomial(weights_t2i, 1).squeeze(1)  # (B,) for each text
-            negative_texts = torch.multinomial(weights_i2t, 1).squeeze(1)  # (B,) for each image
+            if sample:
+                negative_images = torch.multinomial(weights_t2i, 1).squeeze(1)  # (B,) for each text
+                negative_texts = torch.multinomial(weights_i2t, 1).squeeze(1)  # (B,) for each image
+            else:
+                negative_images, negative_texts = weights_t2i.argmax(1), weights_i2t.argmax(1)
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         cat = lambda t, idx: None if t is None else torch.cat([t, t, t[idx]], dim=0)  # noqa: E731
