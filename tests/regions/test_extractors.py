@@ -127,8 +127,12 @@ def test_grid_converts_modes_and_rejects_bad_images():
     assert grey.shape == (1, 4, 31) and torch.isfinite(grey).all()
     assert extractor([rgb.convert("P")])["visual_feats"].shape == (1, 4, 31)
 
-    with pytest.raises(ValueError, match=r"`images`\[0\] has PIL mode 'F'"):
+    with pytest.raises(ValueError, match=r"`images\[0\]` is a PIL image in mode 'F'"):
         extractor([rgb.convert("L").convert("F")])
+    # 16-bit images follow hf_vl's one RGB rule: scaled to 8 bits (not clipped to white, not refused)
+    sixteen = Image.fromarray((np.asarray(rgb.convert("L"), dtype=np.uint16) * 257).astype(np.uint16))
+    assert sixteen.mode.startswith("I;16")
+    torch.testing.assert_close(extractor([sixteen])["visual_feats"], grey, atol=1e-5, rtol=0)
     with pytest.raises(ValueError, match="`images` is empty"):
         extractor([])
     nan_image = np.full((64, 64, 3), 0.5, dtype=np.float32)

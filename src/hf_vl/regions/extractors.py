@@ -42,6 +42,7 @@ from PIL import Image
 from torch import nn
 from transformers import BatchFeature
 
+from ..pipelines._utils import convert_image_to_rgb
 from .boxes import boxes_to_visual_pos
 
 __all__ = [
@@ -60,8 +61,6 @@ EXTRACTOR_WEIGHTS_NAME = "model.safetensors"
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-# PIL modes converted to RGB; others (16-bit "I;16", float "F", ...) have no agreed 0-255 meaning.
-_CONVERTIBLE_MODES = {"RGB", "RGBA", "RGBa", "RGBX", "L", "LA", "La", "P", "PA", "1", "CMYK", "YCbCr"}
 # Detector heads trained with a per-class sigmoid (focal loss) and no "no object" logit.
 _SIGMOID_DETECTORS = {"conditional_detr", "deformable_detr", "dab_detr", "rt_detr", "rt_detr_v2", "d_fine", "lw_detr"}
 
@@ -118,17 +117,8 @@ def _check_return_tensors(return_tensors: Any) -> None:
 
 
 def _pil_to_rgb(image: Image.Image, index: int) -> Image.Image:
-    if image.mode not in _CONVERTIBLE_MODES:
-        raise ValueError(
-            f"`images`[{index}] has PIL mode {image.mode!r}; supported modes are {sorted(_CONVERTIBLE_MODES)} "
-            "(converted to RGB)"
-        )
-    if image.mode in ("RGBA", "RGBa", "LA", "La", "PA") or (image.mode == "P" and "transparency" in image.info):
-        # Transparent pixels are shown on white, as an image viewer would.
-        rgba = image.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(background, rgba).convert("RGB")
-    return image.convert("RGB") if image.mode != "RGB" else image
+    """hf_vl's one RGB rule for PIL images (transparency over white, 16-bit scaled to 8-bit, unknown modes refused)."""
+    return convert_image_to_rgb(image, f"images[{index}]")
 
 
 def _array_to_chw(array: torch.Tensor, index: int, kind: str) -> torch.Tensor:
