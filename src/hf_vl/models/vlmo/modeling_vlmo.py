@@ -447,6 +447,34 @@ def _l2_normalize(features: torch.Tensor) -> torch.Tensor:
     return features / features.norm(dim=-1, keepdim=True)
 
 
+def gather_features(features: torch.Tensor, with_grad: bool = True) -> tuple[torch.Tensor, int]:
+    """Every process's `features` concatenated in rank order, and the row offset of this process's own; a no-op
+    (`features, 0`) when `torch.distributed` is not initialised or has one process. `with_grad=True` gathers with
+    `torch.distributed.nn.functional.all_gather`, whose backward returns each process the gradients of its own
+    rows (VLMo's global contrastive loss and hard negative mining); the batch must have the same size everywhere."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return features, 0
+    world_size = torch.distributed.get_world_size()
+    if world_size == 1:
+        return features, 0
+    if with_grad:
+        from torch.distributed.nn.functional import all_gather
+
+        gathered = all_gather(features.contiguous())
+    else:
+        gathered = [torch.zeros_like(features) for _ in range(world_size)]
+        torch.distributed.all_gather(gathered, features.contiguous())
+    return torch.cat(list(gathered), dim=0), torch.distributed.get_rank() * features.shape[0]
+
+
+def global_contrastive_logits(image_embeds, text_embeds, logit_scale) -> tuple[torch.Tensor, int]:
+    """`exp(logit_scale) * all_images @ all_texts.T` over the global batch (all processes) and this process's row
+    offset: the logits of the local pairs are rows/columns `offset ... offset + batch_size - 1`."""
+    all_images, offset = gather_features(image_embeds)
+    all_texts, _ = gather_features(text_embeds)
+    return logit_scale.exp() * all_images @ all_texts.t(), offset
+
+
 def contrastive_loss(logits_per_image: torch.Tensor) -> torch.Tensor:
     """Symmetric InfoNCE over a square similarity matrix (image i matches text i)."""
     targets = torch.arange(logits_per_image.shape[0], device=logits_per_image.device)
@@ -1015,8 +1043,9 @@ class VlmoForPreTraining(_VlmoMLMLabels, VlmoPreTrainedModel):
 
     `return_loss=True` computes ITC and ITM (their labels are implicit); `mlm_labels` adds MLM. In eval mode the
     hardest negative is taken instead of a sampled one (deterministic evaluation). The total is
-    `itc_loss + itm_loss + config.mlm_loss_weight * mlm_loss`. Negatives are drawn from the local batch (distributed
-    gathering is not implemented yet), so `return_loss=True` needs a batch of at least 2.
+    `itc_loss + itm_loss + config.mlm_loss_weight * mlm_loss`. Under `torch.distributed` the contrastive loss and the
+    negatives use the global batch (features gathered with gradients, [`gather_features`]); the returned logits are
+    the local `(batch_size, batch_size)` ones. `return_loss=True` needs a batch of at least 2.
     """
 
     accepts_loss_kwargs = False
@@ -1065,7 +1094,9 @@ class VlmoForPreTraining(_VlmoMLMLabels, VlmoPreTrainedModel):
         if mlm_input_ids is not None and mlm_input_ids.shape != input_ids.shape:
             raise ValueError(f"`mlm_input_ids` shape {tuple(mlm_input_ids.shape)} must equal `input_ids` shape "
                              f"{tuple(input_ids.shape)}.")
-        if return_loss and input_ids.shape[0] < 2:
+        world_size = torch.distributed.get_world_size() if (
+            torch.distributed.is_available() and torch.distributed.is_initialized()) else 1
+        if return_loss and input_ids.shape[0] * world_size < 2:
             raise ValueError("`return_loss=True` needs a batch of at least 2 pairs (ITM negatives come from the batch).")
         if getattr(self.config, "check_input_values", True) and not torch.compiler.is_compiling():
             self.validate_input_values(input_ids=input_ids, attention_mask=attention_mask,
@@ -1087,9 +1118,13 @@ class VlmoForPreTraining(_VlmoMLMLabels, VlmoPreTrainedModel):
         batch_size = input_ids.shape[0]
         itm_labels = None
         fusion_inputs = (input_ids, pixel_values, attention_mask, token_type_ids)
-        if return_loss:
-            fusion_inputs, itm_labels = self._with_hard_negatives(*fusion_inputs, logits_per_image,
-                                                                  sample=self.training)
+        losses = {}
+        if return_loss:  # global batch over all processes (no-op when not distributed)
+            global_logits, offset = global_contrastive_logits(image_embeds, text_embeds, vlmo.logit_scale)
+            global_vl_logits, _ = global_contrastive_logits(vl_image, vl_text, self.logit_vl_scale)
+            losses["itc_loss"] = (contrastive_loss(global_logits) + contrastive_loss(global_vl_logits)) / 2
+            fusion_inputs, itm_labels = self._with_hard_negatives(*fusion_inputs, global_logits,
+                                                                  sample=self.training, offset=offset)
         fused = vlmo.encode_fusion(*fusion_inputs, output_attentions=output_attentions,
                                    output_hidden_states=output_hidden_states)
         itm_logits = self.itm_score(vlmo.pooler(fused["features"]))
@@ -1100,9 +1135,7 @@ class VlmoForPreTraining(_VlmoMLMLabels, VlmoPreTrainedModel):
         else:
             mlm_logits = self.mlm_score(fused["features"][:batch_size, : input_ids.shape[1]])
 
-        losses = {}
         if return_loss:
-            losses["itc_loss"] = (contrastive_loss(logits_per_image) + contrastive_loss(vl_logits_per_image)) / 2
             losses["itm_loss"] = F.cross_entropy(itm_logits, itm_labels)
         if mlm_labels is not None:
             losses["mlm_loss"] = _mlm_loss(mlm_logits, mlm_labels)
@@ -1131,32 +1164,40 @@ class VlmoForPreTraining(_VlmoMLMLabels, VlmoPreTrainedModel):
 
     @staticmethod
     def _with_hard_negatives(input_ids, pixel_values, attention_mask, token_type_ids, logits_per_image,
-                             sample: bool = True):
-        """VLMo's global hard negative mining on the local batch: sample a negative image per text and a negative
-        text per image with probabilities softmax(similarity), the true pair excluded. Returns the (3B) fusion
-        inputs `[positives; texts with negative images; images with negative texts]` and their ITM labels.
+                             sample: bool = True, offset: int = 0):
+        """VLMo's global hard negative mining: for each local text a negative image and for each local image a
+        negative text are sampled from the global batch (all processes) with probabilities softmax(similarity), the
+        true pair excluded. `logits_per_image` is the global `(N, N)` matrix and `offset` the row of this process's
+        first pair. Returns the (3B) fusion inputs `[positives; texts with negative images; images with negative
+        texts]` and their ITM labels.
 
         `sample=False` (the model in eval mode) takes the most similar negative instead, so evaluation is
         deterministic (the original samples in validation too)."""
         batch_size = input_ids.shape[0]
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
         with torch.no_grad():
-            weights_i2t = F.softmax(logits_per_image.float(), dim=1)
-            weights_t2i = F.softmax(logits_per_image.float().t(), dim=1)
-            eye = torch.eye(batch_size, dtype=torch.bool, device=weights_i2t.device)
-            weights_i2t = weights_i2t.masked_fill(eye, 0.0)
-            weights_t2i = weights_t2i.masked_fill(eye, 0.0)
+            rows = slice(offset, offset + batch_size)
+            weights_i2t = F.softmax(logits_per_image[rows].float(), dim=1)  # (B, N): local images vs all texts
+            weights_t2i = F.softmax(logits_per_image.t()[rows].float(), dim=1)  # (B, N): local texts vs all images
+            own = torch.zeros_like(weights_i2t, dtype=torch.bool)
+            rows_index = torch.arange(batch_size, device=own.device)
+            own[rows_index, rows_index + offset] = True
+            weights_i2t = weights_i2t.masked_fill(own, 0.0)
+            weights_t2i = weights_t2i.masked_fill(own, 0.0)
             if sample:
                 negative_images = torch.multinomial(weights_t2i, 1).squeeze(1)  # (B,) for each text
                 negative_texts = torch.multinomial(weights_i2t, 1).squeeze(1)  # (B,) for each image
             else:
                 negative_images, negative_texts = weights_t2i.argmax(1), weights_i2t.argmax(1)
-        if attention_mask is None:
-            attention_mask = torch.ones_like(input_ids)
-        cat = lambda t, idx: None if t is None else torch.cat([t, t, t[idx]], dim=0)  # noqa: E731
-        all_input_ids = cat(input_ids, negative_texts)
-        all_attention = cat(attention_mask, negative_texts)
-        all_token_types = cat(token_type_ids, negative_texts)
-        all_pixels = torch.cat([pixel_values, pixel_values[negative_images], pixel_values], dim=0)
+            pool = lambda t: None if t is None else gather_features(t, with_grad=False)[0]  # noqa: E731
+            text_pool = (pool(input_ids), pool(attention_mask), pool(token_type_ids))
+            negative_pixels = pool(pixel_values)[negative_images]
+        cat = lambda t, p: None if t is None else torch.cat([t, t, p[negative_texts]], dim=0)  # noqa: E731
+        all_input_ids, all_attention, all_token_types = (
+            cat(t, p) for t, p in zip((input_ids, attention_mask, token_type_ids), text_pool)
+        )
+        all_pixels = torch.cat([pixel_values, negative_pixels, pixel_values], dim=0)
         labels = torch.cat([torch.ones(batch_size), torch.zeros(2 * batch_size)]).long().to(input_ids.device)
         return (all_input_ids, all_pixels, all_attention, all_token_types), labels
 
@@ -1265,7 +1306,7 @@ class VlmoForImageAndTextRetrieval(VlmoPreTrainedModel):
     separately (V-FFN / L-FFN paths), projected, L2-normalised and compared by `exp(logit_scale)`-scaled dot
     products. Image and text batches may differ in size (one image against K candidate labels: this is what
     `pipeline("zero-shot-image-classification")` calls). `return_loss=True` gives the symmetric contrastive loss
-    (image i matches text i)."""
+    (image i matches text i), over the global batch under `torch.distributed`."""
 
     accepts_loss_kwargs = False
 
@@ -1297,7 +1338,9 @@ class VlmoForImageAndTextRetrieval(VlmoPreTrainedModel):
                     f"`return_loss=True` needs as many texts as images (pairs), got {logits_per_image.shape[1]} texts "
                     f"and {logits_per_image.shape[0]} images."
                 )
-            loss = contrastive_loss(logits_per_image)
+            global_logits, _ = global_contrastive_logits(image.pooler_output, text.pooler_output,
+                                                         self.vlmo.logit_scale)
+            loss = contrastive_loss(global_logits)  # over all processes' pairs (no-op when not distributed)
         return VlmoRetrievalOutput(
             loss=loss,
             logits_per_image=logits_per_image,
@@ -1325,4 +1368,6 @@ __all__ = [
     "VlmoClassifierOutput",
     "VlmoRetrievalOutput",
     "contrastive_loss",
+    "gather_features",
+    "global_contrastive_logits",
 ]
