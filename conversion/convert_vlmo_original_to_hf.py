@@ -13,7 +13,9 @@ What the conversion does (the timm `checkpoint_filter_fn` shape: a rename table,
 - infers base / large / base-plus sizes (and image size, text lengths, vocabulary, modality rows) from the keys and
   shapes, and which heads are present (`itc_*` / `itm_score` / `mlm_score` -> pre-training, `vqa_classifier`,
   `nlvr2_classifier`, `mlm_score` alone -> text MLM, `itc_*` alone -> retrieval);
-- loads strictly into the requested class: every parameter of the class must come from the checkpoint.
+- loads strictly into the requested class: every parameter of the class must come from the checkpoint;
+- optionally resizes the relative position table for another image size (`--image_size`, bicubic with aligned
+  corners in PyTorch; the original used SciPy's `interp2d`, which SciPy removed).
 
 Usage::
 
@@ -121,6 +123,18 @@ def available_heads(state_dict: dict) -> list[str]:
     return heads
 
 
+def stored_image_size(state_dict: dict) -> int | None:
+    """The image size the checkpoint was trained at (from its image index or absolute position table)."""
+    patch_size = state_dict["transformer.patch_embed.proj.weight"].shape[-1]
+    if "relative_position_index" in state_dict:
+        tokens = state_dict["relative_position_index"].shape[0]
+    elif "transformer.pos_embed" in state_dict:
+        tokens = state_dict["transformer.pos_embed"].shape[1]
+    else:
+        return None
+    return int(round((tokens - 1) ** 0.5)) * patch_size
+
+
 def config_from_state_dict(state_dict: dict, image_size: int | None = None, head: str = "vqa",
                            **overrides) -> VlmoConfig:
     """A `VlmoConfig` matching the checkpoint's shapes (VLMo-Base / Large / Base-Plus or any custom size);
@@ -131,14 +145,9 @@ def config_from_state_dict(state_dict: dict, image_size: int | None = None, head
     patch_size = state_dict["transformer.patch_embed.proj.weight"].shape[-1]
     table = state_dict.get("relative_position_bias_table")
     relative = table is not None
+    image_size = image_size or stored_image_size(state_dict)
     if image_size is None:
-        if "relative_position_index" in state_dict:
-            grid = int(round((state_dict["relative_position_index"].shape[0] - 1) ** 0.5))
-        elif "transformer.pos_embed" in state_dict:
-            grid = int(round((state_dict["transformer.pos_embed"].shape[1] - 1) ** 0.5))
-        else:
-            raise ValueError("Cannot infer the image size from the checkpoint: pass `image_size`.")
-        image_size = grid * patch_size
+        raise ValueError("Cannot infer the image size from the checkpoint: pass `image_size`.")
     grid = image_size // patch_size
     if relative:
         num_heads = table.shape[1] // num_layers
@@ -240,7 +249,8 @@ def convert_checkpoint(checkpoint_path, head: str = "auto", image_size: int | No
         raise ValueError(f"`head` must be one of {sorted(HEADS)} or 'auto', got {head!r}.")
     if head not in heads:
         raise ValueError(f"The checkpoint has no weights for head {head!r}; it has {heads}.")
-    config = config_from_state_dict(state_dict, image_size=image_size, head=head, **config_overrides)
+    config = config_from_state_dict(state_dict, image_size=stored_image_size(state_dict) or image_size, head=head,
+                                    **config_overrides)
     if head == "nlvr2" and config.modality_type_vocab_size < 3:
         raise ValueError("An NLVR2 checkpoint needs 3 modality rows in `token_type_embeddings`.")
     converted, unused = convert_state_dict(state_dict, config, head)
@@ -248,6 +258,8 @@ def convert_checkpoint(checkpoint_path, head: str = "auto", image_size: int | No
     missing, unexpected = model.load_state_dict(converted, strict=False)
     if missing or unexpected:
         raise ValueError(f"Conversion to {HEADS[head].__name__} failed: missing {missing}, unexpected {unexpected}.")
+    if image_size is not None and image_size != config.image_size:  # e.g. 224 pre-training -> 384 fine-tuning
+        model.base_model.resize_image_size(image_size)
     return model.eval(), unused
 
 
@@ -256,7 +268,8 @@ def main(argv=None) -> None:
     parser.add_argument("--checkpoint", required=True, help="original VLMo .pt file")
     parser.add_argument("--output_dir", required=True)
     parser.add_argument("--head", default="auto", choices=["auto", *HEADS])
-    parser.add_argument("--image_size", type=int, default=None, help="override the inferred image size")
+    parser.add_argument("--image_size", type=int, default=None,
+                        help="resize the relative position table (and absolute positions) to this image size")
     args = parser.parse_args(argv)
     model, unused = convert_checkpoint(args.checkpoint, args.head, args.image_size)
     model.save_pretrained(args.output_dir, safe_serialization=True)

@@ -529,3 +529,49 @@ def test_lora_targets_the_fused_attention_projection(tiny):
             plain = peft_model(**inputs).logits
         adapted = peft_model(**inputs).logits
     assert not torch.allclose(plain, adapted)  # the adapter on the fused qkv is really applied
+
+
+def test_resize_image_size_for_base_plus_absolute_positions():
+    tester = VlmoModelTester(None, use_relative_position_bias=False)
+    config, inputs = tester.prepare_config_and_inputs_for_common()
+    model = VlmoModel(config).eval()
+    cls_row = model.image_embeddings.position_embeddings.data[:, 0].clone()
+    model.resize_image_size(48)
+    assert model.image_embeddings.position_embeddings.shape == (1, 10, 32) and model.config.image_size == 48
+    torch.testing.assert_close(model.image_embeddings.position_embeddings.data[:, 0], cls_row)
+    with torch.no_grad():
+        assert model(pixel_values=torch.randn(2, 3, 48, 48)).last_hidden_state.shape == (2, 10, 32)
+    with pytest.raises(ValueError, match="image_size"):
+        model.resize_image_size(50)
+
+
+@pytest.mark.parametrize("stage", ["text", "image"])
+def test_stagewise_pretraining_trains_only_the_stage_parameters(tiny, stage, tmp_path):
+    """Stage 2 (text): self-attention and V-FFN frozen, only L-FFN (and text embeddings) learn, with the Trainer."""
+    from datasets import Dataset
+    from transformers import Trainer, TrainingArguments
+
+    tester, config, inputs = tiny
+    model_class = VlmoForMaskedLM if stage == "text" else VlmoForImageClassification
+    model = model_class(config)
+    trainable = model.set_pretraining_stage(stage)
+    if stage == "text":
+        assert all(n.startswith(("vlmo.text_embeddings.", "mlm_score.")) or ".text_expert." in n for n in trainable)
+        assert "vlmo.layers.0.attention.qkv.weight" not in trainable
+        columns = {"input_ids": inputs["input_ids"].tolist(), "labels": inputs["input_ids"].tolist()}
+    else:
+        assert "vlmo.layers.0.attention.qkv.weight" in trainable and "vlmo.layers.0.image_expert.fc1.weight" in trainable
+        assert not any(".text_expert." in n or ".vl_expert." in n for n in trainable)
+        columns = {"pixel_values": inputs["pixel_values"].tolist(), "labels": [0, 1, 2]}
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    args = TrainingArguments(output_dir=str(tmp_path), max_steps=2, per_device_train_batch_size=3,
+                             learning_rate=1e-2, report_to="none", save_strategy="no", use_cpu=True, disable_tqdm=True)
+    Trainer(model=model, args=args, train_dataset=Dataset.from_dict(columns).with_format("torch")).train()
+    changed = {n for n, p in model.named_parameters() if not torch.equal(before[n], p.detach())}
+    assert changed and changed <= set(trainable)
+    if stage == "text":
+        assert any(".text_expert." in n for n in changed)
+    model.set_pretraining_stage("vision_language")
+    assert all(p.requires_grad for p in model.parameters())
+    with pytest.raises(ValueError, match="stage"):
+        model.set_pretraining_stage("audio")

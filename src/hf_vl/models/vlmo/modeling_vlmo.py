@@ -561,6 +561,31 @@ class VlmoPreTrainedModel(PreTrainedModel):
         elif isinstance(module, VlmoForPreTraining):
             init.constant_(module.logit_vl_scale, self.config.logit_scale_init_value)
 
+    def set_pretraining_stage(self, stage: str) -> list[str]:
+        """Stagewise pre-training (paper Sec. 3.3): freezes the backbone parameters the stage must not train and
+        returns the names of the trainable parameters. Parameters of the head itself (outside `vlmo.`) stay
+        trainable. The `Trainer` then updates only those (it optimises parameters with `requires_grad`).
+
+        - `"image"`: vision-only stage: image embeddings, the shared self-attention (with the relative position
+          bias and layer scale), V-FFN experts and the final LayerNorm; text embeddings, L-FFN and VL-FFN frozen.
+        - `"text"`: text-only stage: self-attention and V-FFN frozen; only the text embeddings and the L-FFN experts
+          are trained (with text-only MLM, [`VlmoForMaskedLM`]).
+        - `"vision_language"`: everything trainable (image-text pre-training and fine-tuning).
+        """
+        base = self.base_model
+        if stage == "vision_language":
+            trainable = lambda name: True  # noqa: E731
+        elif stage == "text":
+            trainable = lambda name: name.startswith("text_embeddings.") or ".text_expert." in name  # noqa: E731
+        elif stage == "image":
+            frozen = ("text_embeddings.", ".text_expert.", ".vl_expert.", "itc_text_proj", "pooler.")
+            trainable = lambda name: not any(part in name for part in frozen)  # noqa: E731
+        else:
+            raise ValueError(f"`stage` must be 'image', 'text' or 'vision_language', got {stage!r}.")
+        for name, param in base.named_parameters():
+            param.requires_grad_(trainable(name))
+        return [name for name, param in self.named_parameters() if param.requires_grad]
+
     def validate_input_values(
         self,
         input_ids: torch.Tensor | None = None,
@@ -659,6 +684,39 @@ class VlmoModel(VlmoPreTrainedModel):
 
     def set_input_embeddings(self, value: nn.Module) -> None:
         self.text_embeddings.word_embeddings = value
+
+    def resize_image_size(self, image_size: int) -> None:
+        """Adapts the model to another (e.g. larger fine-tuning) resolution: the image part of the relative position
+        bias table (a `(2W - 1) x (2W - 1)` grid of patch offsets per column) is resized bicubically with aligned
+        corners (the zero offset and the extreme offsets keep their values; the original's scipy `interp2d` with a
+        geometric progression of sample points is removed from SciPy), the [I_CLS] and text rows are kept; an
+        absolute image position table (Base-Plus) is interpolated over the patch grid. Indices are rebuilt and
+        `config.image_size` is updated."""
+        config = self.config
+        if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size % config.patch_size:
+            raise ValueError(f"`image_size` must be an int multiple of patch_size={config.patch_size}, got {image_size!r}.")
+        old_grid, new_grid = config.image_grid_size, image_size // config.patch_size
+        if new_grid == old_grid:
+            return
+        old_offsets, new_offsets = 2 * old_grid - 1, 2 * new_grid - 1
+        if self.relative_position_bias_table is not None:
+            table = self.relative_position_bias_table.data
+            offsets = table[: old_offsets**2].t().reshape(1, -1, old_offsets, old_offsets)  # (1, cols, 2W-1, 2W-1)
+            offsets = F.interpolate(offsets.float(), size=(new_offsets, new_offsets), mode="bicubic", align_corners=True)
+            offsets = offsets.reshape(table.shape[1], -1).t().to(table.dtype)
+            new_table = torch.cat([offsets, table[old_offsets**2 :]], dim=0)  # [I_CLS] rows, text rows, cross rows
+            self.relative_position_bias_table = nn.Parameter(new_table)
+        positions = self.image_embeddings.position_embeddings
+        if positions is not None:
+            grid = positions.data[:, 1:].reshape(1, old_grid, old_grid, -1).permute(0, 3, 1, 2)
+            grid = F.interpolate(grid, size=(new_grid, new_grid), mode="bicubic", align_corners=False)
+            grid = grid.permute(0, 2, 3, 1).reshape(1, new_grid * new_grid, -1)
+            self.image_embeddings.position_embeddings = nn.Parameter(torch.cat([positions.data[:, :1], grid], dim=1))
+        config.image_size = image_size
+        if self.relative_position_bias_table is not None:
+            device = self.relative_position_bias_table.device
+            self.image_relative_position_index = image_relative_position_index(new_grid).to(device)
+            self.text_relative_position_index = text_relative_position_index(config.max_text_length, config).to(device)
 
     # --- building blocks ----------------------------------------------------------------------------------------------
 
