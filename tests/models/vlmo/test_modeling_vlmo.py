@@ -575,3 +575,30 @@ def test_stagewise_pretraining_trains_only_the_stage_parameters(tiny, stage, tmp
     assert all(p.requires_grad for p in model.parameters())
     with pytest.raises(ValueError, match="stage"):
         model.set_pretraining_stage("audio")
+
+
+def test_text_side_from_pretrained_minilm():
+    from transformers import AutoModel
+
+    from hf_vl.training import local_pretrained_path
+
+    path = local_pretrained_path("minilm")
+    bert = AutoModel.from_pretrained(path).eval()
+    model = VlmoForQuestionAnswering.from_text_pretrained(path, image_size=32, num_labels=4).eval()
+    vlmo = model.vlmo
+    assert (model.config.hidden_size, model.config.num_hidden_layers, model.config.vl_ffn_start_layer) == (384, 6, 4)
+    torch.testing.assert_close(vlmo.text_embeddings.word_embeddings.weight, bert.embeddings.word_embeddings.weight)
+    torch.testing.assert_close(vlmo.layers[3].text_expert.fc1.weight, bert.encoder.layer[3].intermediate.dense.weight)
+    torch.testing.assert_close(vlmo.layers[5].vl_expert.fc2.weight, bert.encoder.layer[5].output.dense.weight)
+    torch.testing.assert_close(vlmo.layers[2].layernorm_before.weight, bert.encoder.layer[1].output.LayerNorm.weight)
+    # the fused attention (k bias dropped) computes exactly BERT's attention output projection
+    hidden = torch.randn(2, 6, 384)
+    with torch.no_grad():
+        bert_attention = bert.encoder.layer[0].attention
+        context = bert_attention.self(hidden)[0]
+        expected = bert_attention.output.dense(context)
+        actual, _ = vlmo.layers[0].attention(hidden)
+    torch.testing.assert_close(actual, expected, atol=1e-5, rtol=1e-4)
+    with torch.no_grad():
+        logits = model(input_ids=torch.tensor([[101, 2054, 3609, 102]]), pixel_values=torch.randn(1, 3, 32, 32)).logits
+    assert logits.shape == (1, 4)

@@ -517,6 +517,38 @@ def _output_flags(config, kwargs) -> tuple[bool, bool]:
     )
 
 
+@torch.no_grad()
+def _copy_bert_weights(vlmo: "VlmoModel", bert: PreTrainedModel, copy_text_experts: bool) -> None:
+    """Text side of `vlmo` <- a BERT-layout encoder (see [`VlmoPreTrainedModel.from_text_pretrained`])."""
+    embeddings, layers = bert.embeddings, bert.encoder.layer
+    text = vlmo.text_embeddings
+    text.word_embeddings.weight.copy_(embeddings.word_embeddings.weight)
+    text.token_type_embeddings.weight.copy_(embeddings.token_type_embeddings.weight)
+    text.LayerNorm.load_state_dict(embeddings.LayerNorm.state_dict())
+    if text.position_embeddings is not None:
+        rows = text.position_embeddings.weight.shape[0]
+        text.position_embeddings.weight.copy_(embeddings.position_embeddings.weight[:rows])
+    previous_norm = embeddings.LayerNorm
+    for layer, bert_layer in zip(vlmo.layers, layers):
+        attention = bert_layer.attention
+        query, key, value = attention.self.query, attention.self.key, attention.self.value
+        layer.attention.qkv.weight.copy_(torch.cat([query.weight, key.weight, value.weight], dim=0))
+        if layer.attention.q_bias is not None:
+            layer.attention.q_bias.copy_(query.bias)
+            layer.attention.v_bias.copy_(value.bias)
+        layer.attention.proj.load_state_dict(attention.output.dense.state_dict())
+        layer.layernorm_before.load_state_dict(previous_norm.state_dict())
+        layer.text_expert.layernorm.load_state_dict(attention.output.LayerNorm.state_dict())
+        layer.text_expert.fc1.load_state_dict(bert_layer.intermediate.dense.state_dict())
+        layer.text_expert.fc2.load_state_dict(bert_layer.output.dense.state_dict())
+        previous_norm = bert_layer.output.LayerNorm
+        if copy_text_experts:
+            for expert in (layer.image_expert, layer.vl_expert):
+                if expert is not None:
+                    expert.load_state_dict(layer.text_expert.state_dict())
+    vlmo.norm.load_state_dict(previous_norm.state_dict())
+
+
 class VlmoPreTrainedModel(PreTrainedModel):
     config_class = VlmoConfig
     config: VlmoConfig
@@ -560,6 +592,43 @@ class VlmoPreTrainedModel(PreTrainedModel):
                            text_relative_position_index(self.config.max_text_length, self.config))
         elif isinstance(module, VlmoForPreTraining):
             init.constant_(module.logit_vl_scale, self.config.logit_scale_init_value)
+
+    @classmethod
+    def from_text_pretrained(cls, text_model_name_or_path, copy_text_experts: bool = True, **config_kwargs):
+        """Builds VLMo (this class) with its text side initialised from a pretrained BERT-layout encoder (BERT,
+        MiniLM, e.g. the shipped all-MiniLM-L6-v2): word / token type embeddings and their LayerNorm, each layer's
+        self-attention into the shared self-attention (q, k, v fused into `qkv`; BERT's k bias is dropped, which is
+        exact: it adds the same constant to every score of a query), its FFN into the L-FFN expert. BERT is post-LN,
+        VLMo pre-LN: the LayerNorm in front of a layer's attention takes the previous layer's output LayerNorm (the
+        embedding LayerNorm for layer 0), the L-FFN LayerNorm the attention output LayerNorm, the final LayerNorm the
+        last output LayerNorm. With `copy_text_experts` the V-FFN and VL-FFN experts start as copies of the L-FFN.
+        Sizes (hidden, layers, heads, FFN, vocabulary) come from the text model; `config_kwargs` set the rest
+        (`image_size`, `num_labels`, ...). Absolute text positions are copied when the config uses them.
+
+        Example:
+
+        ```python
+        >>> from hf_vl import VlmoForQuestionAnswering
+        >>> from hf_vl.training import local_pretrained_path
+        >>> model = VlmoForQuestionAnswering.from_text_pretrained(local_pretrained_path("minilm"), num_labels=13)
+        ```
+        """
+        from transformers import AutoModel
+
+        text_model = text_model_name_or_path
+        if not isinstance(text_model, PreTrainedModel):
+            text_model = AutoModel.from_pretrained(text_model_name_or_path)
+        text_config = text_model.config
+        if not hasattr(text_model, "encoder") or not hasattr(text_model, "embeddings"):
+            raise ValueError(f"`text_model_name_or_path` must be a BERT-layout encoder, got {type(text_model).__name__}.")
+        sizes = dict(vocab_size=text_config.vocab_size, hidden_size=text_config.hidden_size,
+                     num_hidden_layers=text_config.num_hidden_layers, num_attention_heads=text_config.num_attention_heads,
+                     intermediate_size=text_config.intermediate_size, type_vocab_size=text_config.type_vocab_size,
+                     pad_token_id=text_config.pad_token_id)
+        sizes.setdefault("vl_ffn_start_layer", max(0, text_config.num_hidden_layers - 2))
+        model = cls(VlmoConfig(**{**sizes, **config_kwargs}))
+        _copy_bert_weights(model.base_model, text_model, copy_text_experts)
+        return model
 
     def set_pretraining_stage(self, stage: str) -> list[str]:
         """Stagewise pre-training (paper Sec. 3.3): freezes the backbone parameters the stage must not train and
