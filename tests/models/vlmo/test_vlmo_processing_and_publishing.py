@@ -193,3 +193,31 @@ def test_tiny_dual_encoder_learns_to_retrieve_its_captions():
     assert out.loss.item() < 0.1 * first.loss.item()
     assert out.logits_per_image.argmax(1).tolist() == list(range(6))
     assert out.logits_per_text.argmax(1).tolist() == list(range(6))
+
+
+def test_retrieval_scaling_benchmark_scores_every_pair():
+    """`benchmarks/vlmo_retrieval_scaling.py` compares like with like: both give the (images x texts) matrix."""
+    import importlib.util
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[3] / "benchmarks" / "vlmo_retrieval_scaling.py"
+    spec = importlib.util.spec_from_file_location("vlmo_retrieval_scaling", script)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    torch.manual_seed(0)
+    config = VlmoConfig(vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                        intermediate_size=37, vl_ffn_start_layer=1, image_size=32, max_text_len=8,
+                        max_relative_text_length=8)
+    from hf_vl import VlmoForPreTraining
+
+    model = VlmoForPreTraining(config).eval()
+    input_ids, pixel_values = torch.randint(3, 99, (3, 6)), torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        fusion = bench.fusion_scores(model, input_ids, pixel_values, batch_size=4)
+        dual = bench.dual_encoder_scores(model, input_ids, pixel_values, batch_size=2)
+        pair = model.itm_score(model.vlmo(input_ids=input_ids[2:3], pixel_values=pixel_values[1:2]).pooler_output)
+        text = model.vlmo.get_text_features(input_ids[2:3]).pooler_output
+        image = model.vlmo.get_image_features(pixel_values[1:2]).pooler_output
+    assert fusion.shape == dual.shape == (3, 3)
+    torch.testing.assert_close(fusion[1, 2], pair[0, 1])
+    torch.testing.assert_close(dual[1, 2], (model.vlmo.logit_scale.exp() * image @ text.t())[0, 0])
