@@ -698,6 +698,21 @@ class VlmoPreTrainedModel(PreTrainedModel):
             self.validate_input_values(**inputs)
 
 
+class _LayerMasks:
+    """Per-block additive attention masks, built when a block asks for its own: one `(B, H, L, L)` tensor alive at
+    a time instead of `num_layers` of them."""
+
+    def __init__(self, padding: torch.Tensor | None, bias: torch.Tensor | None):
+        self.padding, self.bias = padding, bias  # (B, 1, 1, L), (num_layers, H, L, L)
+
+    def __getitem__(self, index: int) -> torch.Tensor | None:
+        if self.bias is None:
+            return self.padding
+        if self.padding is None:
+            return self.bias[index][None]
+        return self.padding + self.bias[index][None]
+
+
 class VlmoModel(VlmoPreTrainedModel):
     """The VLMo Multiway Transformer with its two uses.
 
@@ -817,14 +832,16 @@ class VlmoModel(VlmoPreTrainedModel):
             return self.image_relative_position_index
         return fusion_relative_position_index(text_index, self.image_relative_position_index, self.config)
 
-    def attention_bias(self, padding_mask: torch.Tensor, text_length: int | None, with_image: bool, dtype):
-        """Additive attention masks per block: padding (keys) + relative position bias; a list of `num_layers`
-        tensors `(B, H, L, L)` (or `(B, 1, 1, L)` without relative position bias)."""
-        padding = (1.0 - padding_mask[:, None, None, :].to(dtype)) * torch.finfo(dtype).min
-        if self.relative_position_bias_table is None:
-            return [padding] * self.config.num_hidden_layers
-        bias = self.relative_position_bias(self.position_index(text_length, with_image)).to(dtype)
-        return [padding + bias[index][None] for index in range(self.config.num_hidden_layers)]
+    def attention_bias(self, padding_mask: torch.Tensor | None, text_length: int | None, with_image: bool, dtype):
+        """Additive attention masks per block: padding (keys, `(B, 1, 1, L)`; None when nothing is padded) + the
+        block's relative position bias (`(1, H, L, L)`), composed when the block asks for its own mask."""
+        padding = None
+        if padding_mask is not None:
+            padding = (1.0 - padding_mask[:, None, None, :].to(dtype)) * torch.finfo(dtype).min
+        bias = None
+        if self.relative_position_bias_table is not None:
+            bias = self.relative_position_bias(self.position_index(text_length, with_image)).to(dtype)
+        return _LayerMasks(padding, bias)
 
     def run_layers(self, hidden_states, masks, modality: str, text_length: int = 0, start: int = 0,
                    end: int | None = None, output_attentions=False, output_hidden_states=False):
@@ -855,8 +872,7 @@ class VlmoModel(VlmoPreTrainedModel):
                      output_attentions=False, output_hidden_states=False) -> dict:
         """Image-only pass (V-FFN in every block); `with_vl_branch` as in [`~VlmoModel.encode_text`]."""
         hidden = self.embed_image(pixel_values, image_token_type_idx)
-        padding = torch.ones(hidden.shape[:2], dtype=torch.long, device=hidden.device)
-        masks = self.attention_bias(padding, None, True, hidden.dtype)
+        masks = self.attention_bias(None, None, True, hidden.dtype)  # images are never padded
         return self._encode_single(hidden, masks, "image", with_vl_branch, output_attentions, output_hidden_states)
 
     def _encode_single(self, hidden, masks, modality, with_vl_branch, output_attentions, output_hidden_states):
