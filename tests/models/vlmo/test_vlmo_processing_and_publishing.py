@@ -221,3 +221,24 @@ def test_retrieval_scaling_benchmark_scores_every_pair():
     assert fusion.shape == dual.shape == (3, 3)
     torch.testing.assert_close(fusion[1, 2], pair[0, 1])
     torch.testing.assert_close(dual[1, 2], (model.vlmo.logit_scale.exp() * image @ text.t())[0, 0])
+
+
+def test_hf_vl_vqa_pipeline_answers_with_a_vlmo_checkpoint(processor, tokenizer, tmp_path):
+    from hf_vl import VlmoForQuestionAnswering
+
+    torch.manual_seed(0)
+    answers = ["yes", "no", "circle", "square"]
+    config = VlmoConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                        intermediate_size=37, vl_ffn_start_layer=1, image_size=32,
+                        id2label=dict(enumerate(answers)), label2id={a: i for i, a in enumerate(answers)})
+    model = VlmoForQuestionAnswering(config).eval()
+    model.save_pretrained(tmp_path)
+    processor.save_pretrained(tmp_path)
+    vqa = pipeline("vl-question-answering", model=str(tmp_path))
+    image = _image(4)
+    results = vqa(image=image, question="what shape is it?", top_k=2)
+    with torch.no_grad():
+        logits = model(**processor(images=image, text="what shape is it?", return_tensors="pt")).logits[0]
+    top = logits.topk(2)
+    assert [r["answer"] for r in results] == [answers[i] for i in top.indices.tolist()]
+    assert results[0]["score"] == pytest.approx(torch.sigmoid(top.values[0]).item(), abs=1e-5)
