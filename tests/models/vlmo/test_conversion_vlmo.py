@@ -186,3 +186,31 @@ def test_converting_for_a_larger_image_size_resizes_the_relative_position_table(
                               pixel_values=inputs["image"])
     assert out.image_embeds.shape == (2, 32) and torch.isfinite(out.logits_per_image).all()
     torch.testing.assert_close(out.text_embeds, same_text.text_embeds)  # the text side is untouched
+
+
+def test_base_plus_layout_checkpoint_uses_absolute_positions(tmp_path, recorded):
+    """A Base-Plus-style file (absolute image `pos_embed`, no relative table, no layer scale) converts into the
+    absolute-position layout, and both position tables are used."""
+    state_dict = convert.load_original_state_dict(FIXTURE / "checkpoint.pt")
+    for key in [k for k in state_dict if "relative_position" in k or ".gamma_" in k or k == "text_imag_relative_position_index"]:
+        state_dict.pop(key)
+    state_dict["transformer.pos_embed"] = torch.randn(1, 10, 32, generator=torch.Generator().manual_seed(0))
+    torch.save(state_dict, tmp_path / "base_plus.pt")
+    model, unused = convert.convert_checkpoint(tmp_path / "base_plus.pt", "retrieval", num_attention_heads=4)
+    config = model.config
+    assert not config.use_relative_position_bias and config.use_absolute_position_embeddings
+    assert config.layer_scale_init_value is None and config.image_size == 48 and config.max_text_len == 8
+    assert "text_embeddings.position_embeddings.weight" not in unused
+    torch.testing.assert_close(model.vlmo.text_embeddings.position_embeddings.weight,
+                               state_dict["text_embeddings.position_embeddings.weight"])
+    torch.testing.assert_close(model.vlmo.image_embeddings.position_embeddings, state_dict["transformer.pos_embed"])
+    inputs, _ = recorded
+    with torch.no_grad():
+        before = model(input_ids=inputs["text_ids"], pixel_values=inputs["image"])
+        model.vlmo.text_embeddings.position_embeddings.weight.add_(torch.randn(8, 32))  # not constant: LayerNorm
+        model.vlmo.image_embeddings.position_embeddings.add_(torch.randn(1, 10, 32))
+        after = model(input_ids=inputs["text_ids"], pixel_values=inputs["image"])
+    assert not torch.allclose(before.text_embeds, after.text_embeds)
+    assert not torch.allclose(before.image_embeds, after.image_embeds)
+    with pytest.raises(ValueError, match="num_attention_heads"):
+        convert.convert_checkpoint(tmp_path / "base_plus.pt", "retrieval")
