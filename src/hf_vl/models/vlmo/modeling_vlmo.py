@@ -731,8 +731,10 @@ class VlmoModel(VlmoPreTrainedModel):
     >>> outputs = model(input_ids=torch.tensor([[101, 7592, 102]]), pixel_values=torch.randn(1, 3, 224, 224))
     >>> outputs.last_hidden_state.shape  # 3 text tokens + [I_CLS] + 196 patches
     torch.Size([1, 200, 768])
-    >>> model.get_text_features(input_ids=torch.tensor([[101, 7592, 102]])).pooler_output.norm(dim=-1)
-    tensor([1.0000], grad_fn=...)
+    >>> with torch.no_grad():
+    ...     text_embeds = model.get_text_features(input_ids=torch.tensor([[101, 7592, 102]])).pooler_output
+    >>> text_embeds.shape, round(text_embeds.norm().item(), 4)  # L2-normalised
+    (torch.Size([1, 768]), 1.0)
     ```
     """
 
