@@ -602,3 +602,20 @@ def test_text_side_from_pretrained_minilm():
     with torch.no_grad():
         logits = model(input_ids=torch.tensor([[101, 2054, 3609, 102]]), pixel_values=torch.randn(1, 3, 32, 32)).logits
     assert logits.shape == (1, 4)
+
+
+@pytest.mark.parametrize("model_class", [VlmoForMaskedLM, VlmoForPreTraining])
+def test_resize_token_embeddings_resizes_the_untied_mlm_decoder_and_bias(tiny, model_class):
+    _, config, inputs = tiny
+    model = model_class(config).eval()
+    old_bias = model.mlm_score.bias.detach().clone()
+    model.resize_token_embeddings(120)
+    assert model.vlmo.text_embeddings.word_embeddings.weight.shape[0] == 120 and model.config.vocab_size == 120
+    assert model.mlm_score.decoder.out_features == 120 and model.mlm_score.bias.shape == (120,)
+    torch.testing.assert_close(model.mlm_score.bias[:99], old_bias)
+    kwargs = {k: v for k, v in inputs.items() if model_class is VlmoForPreTraining or k != "pixel_values"}
+    kwargs["input_ids"] = kwargs["input_ids"].masked_fill(kwargs["input_ids"] == 5, 110)  # a new token
+    with torch.no_grad():
+        out = model(**kwargs)
+    logits = out.logits if model_class is VlmoForMaskedLM else out.mlm_logits
+    assert logits.shape[-1] == 120

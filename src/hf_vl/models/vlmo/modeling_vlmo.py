@@ -431,6 +431,17 @@ class VlmoMLMHead(nn.Module):
     def forward(self, hidden_states):
         return self.decoder(self.transform(hidden_states)) + self.bias
 
+    def set_decoder(self, decoder: nn.Linear) -> None:
+        """Installs a new decoder (e.g. from `resize_token_embeddings`) and resizes the output bias with it (new
+        rows start at zero)."""
+        self.decoder = decoder
+        old_bias, new_size = self.bias.data, decoder.out_features
+        if new_size != old_bias.shape[0]:
+            bias = torch.zeros(new_size, device=old_bias.device, dtype=old_bias.dtype)
+            keep = min(new_size, old_bias.shape[0])
+            bias[:keep] = old_bias[:keep]
+            self.bias = nn.Parameter(bias)
+
 
 def _classifier(config: VlmoConfig, input_size: int, num_outputs: int) -> nn.Sequential:
     """VLMo's task head: Linear(in, 2D) -> LayerNorm -> GELU -> Linear(2D, K) (keys `0`, `1`, `3` in originals)."""
@@ -1122,7 +1133,7 @@ class VlmoForMaskedLM(_VlmoMLMLabels, VlmoPreTrainedModel):
         return self.mlm_score.decoder
 
     def set_output_embeddings(self, new_embeddings: nn.Linear) -> None:
-        self.mlm_score.decoder = new_embeddings
+        self.mlm_score.set_decoder(new_embeddings)
 
     @can_return_tuple
     def forward(
@@ -1209,7 +1220,7 @@ class VlmoForPreTraining(_VlmoMLMLabels, VlmoPreTrainedModel):
         return self.mlm_score.decoder
 
     def set_output_embeddings(self, new_embeddings: nn.Linear) -> None:
-        self.mlm_score.decoder = new_embeddings
+        self.mlm_score.set_decoder(new_embeddings)
 
     @can_return_tuple
     def forward(
