@@ -242,3 +242,18 @@ def test_hf_vl_vqa_pipeline_answers_with_a_vlmo_checkpoint(processor, tokenizer,
     top = logits.topk(2)
     assert [r["answer"] for r in results] == [answers[i] for i in top.indices.tolist()]
     assert results[0]["score"] == pytest.approx(torch.sigmoid(top.values[0]).item(), abs=1e-5)
+
+
+def test_processor_checks_counts_and_groups_nlvr2_pairs(processor):
+    images = [_image(5), _image(6)]
+    with pytest.raises(ValueError, match="same number of examples"):
+        processor(images=images, text=["one text"], return_tensors="pt")
+    with pytest.raises(ValueError, match="at least one input"):
+        processor(return_tensors="pt")
+    pairs = processor(images=[images, images[::-1]], text=["left is noisier", "right is noisier"], return_tensors="pt")
+    assert pairs["pixel_values"].shape == (2, 2, 3, 32, 32)
+    single = processor(images=images[1], return_tensors="pt")["pixel_values"][0]
+    torch.testing.assert_close(pairs["pixel_values"][0, 1], single)
+    torch.testing.assert_close(pairs["pixel_values"][1, 0], single)
+    batched = processor(images=np.stack([np.asarray(i) for i in images]), text=["a", "b"], return_tensors="pt")
+    assert batched["pixel_values"].shape == (2, 3, 32, 32)

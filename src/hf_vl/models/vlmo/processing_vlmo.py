@@ -17,7 +17,8 @@ class VlmoProcessor(ProcessorMixin):
     r"""
     Constructs a VLMo processor: [`VlmoImageProcessor`] for images and a BERT uncased tokenizer for text. Tokenizer
     and image processor kwargs are routed by name (`padding`, `max_length`, `size`, ...); `return_tensors` goes to
-    both.
+    both. As many texts as image examples are required; NLVR2 pairs (a list of two-image lists) give
+    `pixel_values` of shape `(batch_size, 2, 3, H, W)`.
 
     Args:
         image_processor (`VlmoImageProcessor`): the image processor.
@@ -40,6 +41,37 @@ class VlmoProcessor(ProcessorMixin):
 
     def __init__(self, image_processor=None, tokenizer=None, **kwargs):
         super().__init__(image_processor, tokenizer, **kwargs)
+
+    def validate_inputs(self, images=None, text=None, videos=None, audio=None, **kwargs):
+        super().validate_inputs(images=images, text=text, videos=videos, audio=audio, **kwargs)
+        if images is not None and text is not None:
+            num_texts = 1 if isinstance(text, str) else len(text)
+            if isinstance(images, (list, tuple)):
+                num_images = len(images)
+            else:  # one image, or a (batch, H, W, C) / (batch, C, H, W) array
+                num_images = images.shape[0] if getattr(images, "ndim", 3) == 4 else 1
+            if num_texts != num_images:
+                raise ValueError(
+                    f"`text` and `images` must describe the same number of examples; got {num_texts} text(s) and "
+                    f"{num_images} image example(s)."
+                )
+
+    def _process_images(self, images, **kwargs):
+        """NLVR2 examples carry several images: a list of equally long image lists gives `pixel_values` of shape
+        `(batch_size, images_per_example, 3, H, W)`."""
+        nested = isinstance(images, (list, tuple)) and len(images) and isinstance(images[0], (list, tuple))
+        if not nested:
+            return super()._process_images(images, **kwargs)
+        per_example = {len(example) for example in images}
+        if len(per_example) != 1:
+            raise ValueError(f"Every example must have the same number of images, got {sorted(per_example)}.")
+        features, replacements = super()._process_images([image for example in images for image in example], **kwargs)
+        count = per_example.pop()
+        pixel_values = features["pixel_values"]
+        features["pixel_values"] = (pixel_values.reshape(len(images), count, *pixel_values.shape[1:])
+                                    if hasattr(pixel_values, "reshape")
+                                    else [pixel_values[i * count : (i + 1) * count] for i in range(len(images))])
+        return features, replacements
 
     def _merge_kwargs(self, ModelProcessorKwargs=None, tokenizer_init_kwargs=None, **kwargs):
         # a tokenizer's saved init kwargs (e.g. `max_length: 128` of sentence-transformers tokenizers) must not
