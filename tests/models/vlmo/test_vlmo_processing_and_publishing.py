@@ -257,3 +257,25 @@ def test_processor_checks_counts_and_groups_nlvr2_pairs(processor):
     torch.testing.assert_close(pairs["pixel_values"][1, 0], single)
     batched = processor(images=np.stack([np.asarray(i) for i in images]), text=["a", "b"], return_tensors="pt")
     assert batched["pixel_values"].shape == (2, 3, 32, 32)
+
+
+def test_hf_vl_image_text_retrieval_pipeline_scores_with_vlmo_itm(processor, tokenizer, tmp_path):
+    """A VLMo pre-training checkpoint ranks candidates with its fusion ITM head in hf_vl's retrieval pipeline."""
+    from hf_vl import VlmoForPreTraining
+
+    torch.manual_seed(0)
+    config = VlmoConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                        intermediate_size=37, vl_ffn_start_layer=1, image_size=32, initializer_range=0.2)
+    model = VlmoForPreTraining(config).eval()
+    model.save_pretrained(tmp_path)
+    processor.save_pretrained(tmp_path)
+    retrieval = pipeline("image-text-retrieval", model=str(tmp_path))
+    image = _image(7)
+    results = retrieval(image, candidate_texts=LABELS)
+    with torch.no_grad():
+        itm = model(**processor(images=[image] * 3, text=LABELS, return_tensors="pt")).itm_logits
+    probabilities = torch.sigmoid(itm[:, 1] - itm[:, 0]).tolist()
+    expected = sorted(zip(LABELS, probabilities), key=lambda pair: -pair[1])
+    assert [r["text"] for r in results] == [text for text, _ in expected]
+    for result, (_, probability) in zip(results, expected):
+        assert result["probability"] == pytest.approx(probability, abs=1e-5)
