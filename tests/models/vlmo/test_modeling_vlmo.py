@@ -619,3 +619,35 @@ def test_resize_token_embeddings_resizes_the_untied_mlm_decoder_and_bias(tiny, m
         out = model(**kwargs)
     logits = out.logits if model_class is VlmoForMaskedLM else out.mlm_logits
     assert logits.shape[-1] == 120
+
+
+def test_pretraining_accepts_the_masked_lm_collator_layout():
+    """hf_vl's whole-word MLM collator gives masked `input_ids` + `mlm_labels`: VLMo restores the clean text for ITC
+    and ITM from the labels, exactly as if clean `input_ids` and `mlm_input_ids` had been passed."""
+    from transformers import AutoTokenizer
+
+    from hf_vl.data import DataCollatorForVLMaskedLM
+    from hf_vl.training import local_pretrained_path
+
+    tokenizer = AutoTokenizer.from_pretrained(local_pretrained_path("minilm"))
+    collator = DataCollatorForVLMaskedLM(tokenizer, whole_word_mask=True, mlm_probability=0.5, seed=0)
+    captions = ["a red circle above a blue square", "two green triangles", "is there a yellow shape?"]
+    features = [dict(tokenizer(c, padding="max_length", max_length=12), pixel_values=torch.randn(3, 32, 32))
+                for c in captions]
+    batch = collator(features)
+    clean = torch.tensor([f["input_ids"] for f in features])
+    assert (batch["mlm_labels"] != -100).any() and not torch.equal(batch["input_ids"], clean)
+    torch.testing.assert_close(torch.where(batch["mlm_labels"] != -100, batch["mlm_labels"], batch["input_ids"]), clean)
+    torch.manual_seed(0)
+    config = VlmoConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                        intermediate_size=37, vl_ffn_start_layer=1, image_size=32, max_relative_text_length=12)
+    model = VlmoForPreTraining(config).eval()
+    common = {key: batch[key] for key in ("attention_mask", "token_type_ids", "pixel_values")}
+    with torch.no_grad():
+        collated = model(input_ids=batch["input_ids"], mlm_labels=batch["mlm_labels"], return_loss=True, **common)
+        explicit = model(input_ids=clean, mlm_input_ids=batch["input_ids"], mlm_labels=batch["mlm_labels"],
+                         return_loss=True, **common)
+        unmasked = model(input_ids=clean, mlm_input_ids=clean, mlm_labels=batch["mlm_labels"], **common)
+    for name in ("loss", "itc_loss", "itm_loss", "mlm_loss", "logits_per_image", "itm_logits", "mlm_logits"):
+        torch.testing.assert_close(getattr(collated, name), getattr(explicit, name), msg=name)
+    assert not torch.allclose(unmasked.mlm_logits, explicit.mlm_logits)  # the masked text does reach MLM

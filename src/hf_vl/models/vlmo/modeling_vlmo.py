@@ -1195,7 +1195,9 @@ class VlmoForPreTraining(_VlmoMLMLabels, VlmoPreTrainedModel):
     - ITM with hard negatives: for every text a negative image and for every image a negative text are sampled from
       the softmax of the contrastive similarities (the true pair excluded), and the fusion encoder classifies the
       positives and both sets of negatives (`itm_score` on the pooled [T_CLS]);
-    - MLM through the fusion encoder on `mlm_input_ids` (the masked text; `input_ids` when not given).
+    - MLM through the fusion encoder on `mlm_input_ids` (the masked text). Without `mlm_input_ids`, `input_ids`
+      with `mlm_labels` are read as the masked text of a masked-LM collator (`hf_vl.data.DataCollatorForVLMaskedLM`):
+      MLM runs on them and ITC / ITM on the text restored from the labels.
 
     `return_loss=True` computes ITC and ITM (their labels are implicit); `mlm_labels` adds MLM. In eval mode the
     hardest negative is taken instead of a sampled one (deterministic evaluation). The total is
@@ -1238,7 +1240,7 @@ class VlmoForPreTraining(_VlmoMLMLabels, VlmoPreTrainedModel):
         Args:
             input_ids, attention_mask, token_type_ids, pixel_values: the (unmasked) image-text pairs.
             mlm_input_ids (`(batch_size, text_length)`, *optional*): the masked text for MLM (same shape as
-                `input_ids`).
+                `input_ids`); without it, `input_ids` are the masked text when `mlm_labels` are given.
             mlm_labels (`(batch_size, text_length)`, *optional*): original ids at masked positions, -100 elsewhere.
             return_loss (`bool`, *optional*): compute the ITC and ITM losses.
         """
@@ -1259,6 +1261,12 @@ class VlmoForPreTraining(_VlmoMLMLabels, VlmoPreTrainedModel):
                                        token_type_ids=token_type_ids, pixel_values=pixel_values)
             self.validate_input_values(input_ids=mlm_input_ids)
             self._validate_mlm_labels(mlm_labels)
+
+        if mlm_labels is not None and mlm_input_ids is None and mlm_labels.shape == input_ids.shape:
+            # masked `input_ids` + `mlm_labels` (hf_vl's DataCollatorForVLMaskedLM): the clean text that ITC and ITM
+            # need is recoverable from the labels, the masked text goes to MLM
+            mlm_input_ids = input_ids
+            input_ids = torch.where(mlm_labels.to(input_ids.device) != -100, mlm_labels.to(input_ids.device), input_ids)
 
         # ITC: dual-encoder passes with the VL-FFN view
         text = vlmo.encode_text(input_ids, attention_mask, token_type_ids, with_vl_branch=True)
