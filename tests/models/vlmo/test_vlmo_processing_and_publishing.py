@@ -279,3 +279,49 @@ def test_hf_vl_image_text_retrieval_pipeline_scores_with_vlmo_itm(processor, tok
     assert [r["text"] for r in results] == [text for text, _ in expected]
     for result, (_, probability) in zip(results, expected):
         assert result["probability"] == pytest.approx(probability, abs=1e-5)
+
+
+def test_pretraining_with_the_trainer_learns_itc_and_itm(tokenizer, tmp_path):
+    """ITC + ITM (hard negatives) + whole-word MLM with the Trainer on 6 coloured images and their captions."""
+    from datasets import Dataset
+    from transformers import Trainer, TrainingArguments
+
+    from hf_vl import VlmoForPreTraining
+    from hf_vl.data import DataCollatorForVLMaskedLM
+
+    torch.manual_seed(0)
+    config = VlmoConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                        intermediate_size=37, vl_ffn_start_layer=1, image_size=32, max_relative_text_length=8,
+                        drop_path_rate=0.0, embedding_dropout_prob=0.0, initializer_range=0.2)
+    model = VlmoForPreTraining(config)
+    names = ["red", "green", "blue", "yellow", "cyan", "magenta"]
+    colours = [(220, 30, 30), (30, 200, 30), (30, 30, 220), (230, 230, 30), (30, 220, 220), (220, 30, 220)]
+    rng = np.random.default_rng(0)
+    pixels = [((np.clip(np.array(c, dtype=np.float32) + rng.normal(0, 10, (32, 32, 3)), 0, 255) / 127.5 - 1)
+               .transpose(2, 0, 1).astype(np.float32)) for c in colours]
+    text = tokenizer([f"a {name} image" for name in names], padding="max_length", max_length=8)
+    dataset = Dataset.from_dict({"input_ids": text["input_ids"], "attention_mask": text["attention_mask"],
+                                 "pixel_values": [p.tolist() for p in pixels]}).with_format("torch")
+    masking = DataCollatorForVLMaskedLM(tokenizer, whole_word_mask=True, mlm_probability=0.15, seed=0)
+
+    def collate(features):
+        return {**masking(features), "return_loss": True}
+
+    def evaluate():
+        model.eval()
+        with torch.no_grad():
+            batch = {"input_ids": torch.tensor(text["input_ids"]), "attention_mask": torch.tensor(text["attention_mask"]),
+                     "pixel_values": torch.from_numpy(np.stack(pixels))}
+            return model(**batch, return_loss=True)
+
+    before = evaluate()
+    args = TrainingArguments(output_dir=str(tmp_path), max_steps=120, per_device_train_batch_size=6, learning_rate=3e-3,
+                             report_to="none", save_strategy="no", use_cpu=True, disable_tqdm=True,
+                             remove_unused_columns=False, logging_steps=1000)
+    Trainer(model=model, args=args, train_dataset=dataset, data_collator=collate).train()
+    after = evaluate()
+    assert after.itc_loss < 0.2 * before.itc_loss
+    assert after.logits_per_image.argmax(1).tolist() == list(range(6))
+    # ITM: positives (first 6 rows) now score "match" above the hardest negatives
+    match = after.itm_logits[:, 1] - after.itm_logits[:, 0]
+    assert after.itm_loss < before.itm_loss and match[:6].min() > match[6:].max()
