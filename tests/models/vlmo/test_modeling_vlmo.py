@@ -651,3 +651,21 @@ def test_pretraining_accepts_the_masked_lm_collator_layout():
     for name in ("loss", "itc_loss", "itm_loss", "mlm_loss", "logits_per_image", "itm_logits", "mlm_logits"):
         torch.testing.assert_close(getattr(collated, name), getattr(explicit, name), msg=name)
     assert not torch.allclose(unmasked.mlm_logits, explicit.mlm_logits)  # the masked text does reach MLM
+
+
+def test_retrieval_scores_precomputed_embeddings_without_re_encoding(tiny):
+    _, config, inputs = tiny
+    model = VlmoForImageAndTextRetrieval(config).eval()
+    with torch.no_grad():
+        full = model(**inputs)
+        gallery = model.vlmo.get_image_features(inputs["pixel_values"]).pooler_output
+        calls, hooks = _expert_calls(model.vlmo)
+        cached = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], image_embeds=gallery)
+    for hook in hooks:
+        hook.remove()
+    torch.testing.assert_close(cached.logits_per_image, full.logits_per_image)
+    assert {name for _, name, _ in calls} == {"text_expert"}  # the images were not encoded again
+    with pytest.raises(ValueError, match="exactly one of `pixel_values` and `image_embeds`"):
+        model(input_ids=inputs["input_ids"], pixel_values=inputs["pixel_values"], image_embeds=gallery)
+    with pytest.raises(ValueError, match="text_embeds` must be"):
+        model(text_embeds=torch.randn(3, 5), image_embeds=gallery)

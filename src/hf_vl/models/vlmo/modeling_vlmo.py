@@ -1487,14 +1487,36 @@ class VlmoForImageAndTextRetrieval(VlmoPreTrainedModel):
         token_type_ids: torch.LongTensor | None = None,
         pixel_values: torch.FloatTensor | None = None,
         return_loss: bool | None = None,
+        text_embeds: torch.FloatTensor | None = None,
+        image_embeds: torch.FloatTensor | None = None,
         **kwargs: Unpack[TransformersKwargs],
     ) -> VlmoRetrievalOutput:
+        r"""
+        Args:
+            input_ids, attention_mask, token_type_ids: the texts (`(num_texts, text_length)`).
+            pixel_values (`(num_images, 3, H, W)`): the images.
+            return_loss (`bool`, *optional*): symmetric contrastive loss (needs `num_texts == num_images`).
+            text_embeds (`(num_texts, hidden_size)`), image_embeds (`(num_images, hidden_size)`), *optional*:
+                L2-normalised embeddings from [`~VlmoModel.get_text_features`] / [`~VlmoModel.get_image_features`]
+                instead of the raw inputs, so a gallery is encoded once and scored against many queries.
+        """
         _reject_unknown_kwargs(self, kwargs)
-        if input_ids is None or pixel_values is None:
-            raise ValueError("VlmoForImageAndTextRetrieval needs both `input_ids` and `pixel_values`.")
-        text = self.vlmo.get_text_features(input_ids, attention_mask, token_type_ids, **kwargs)
-        image = self.vlmo.get_image_features(pixel_values, **kwargs)
-        logits_per_image = self.vlmo.logit_scale.exp() * image.pooler_output @ text.pooler_output.t()
+        empty = BaseModelOutputWithPooling()
+        text, image = empty, empty
+        for name, raw, embeds in (("text", input_ids, text_embeds), ("image", pixel_values, image_embeds)):
+            if (raw is None) == (embeds is None):
+                raw_name = "input_ids" if name == "text" else "pixel_values"
+                raise ValueError(f"VlmoForImageAndTextRetrieval needs exactly one of `{raw_name}` and `{name}_embeds`.")
+            if embeds is not None and (embeds.dim() != 2 or embeds.shape[-1] != self.config.hidden_size):
+                raise ValueError(f"`{name}_embeds` must be (batch_size, {self.config.hidden_size}), got "
+                                 f"{tuple(embeds.shape)}.")
+        if text_embeds is None:
+            text = self.vlmo.get_text_features(input_ids, attention_mask, token_type_ids, **kwargs)
+            text_embeds = text.pooler_output
+        if image_embeds is None:
+            image = self.vlmo.get_image_features(pixel_values, **kwargs)
+            image_embeds = image.pooler_output
+        logits_per_image = self.vlmo.logit_scale.exp() * image_embeds @ text_embeds.t()
         loss = None
         if return_loss:
             if logits_per_image.shape[0] != logits_per_image.shape[1]:
@@ -1502,15 +1524,14 @@ class VlmoForImageAndTextRetrieval(VlmoPreTrainedModel):
                     f"`return_loss=True` needs as many texts as images (pairs), got {logits_per_image.shape[1]} texts "
                     f"and {logits_per_image.shape[0]} images."
                 )
-            global_logits, _ = global_contrastive_logits(image.pooler_output, text.pooler_output,
-                                                         self.vlmo.logit_scale)
+            global_logits, _ = global_contrastive_logits(image_embeds, text_embeds, self.vlmo.logit_scale)
             loss = contrastive_loss(global_logits)  # over all processes' pairs (no-op when not distributed)
         return VlmoRetrievalOutput(
             loss=loss,
             logits_per_image=logits_per_image,
             logits_per_text=logits_per_image.t(),
-            text_embeds=text.pooler_output,
-            image_embeds=image.pooler_output,
+            text_embeds=text_embeds,
+            image_embeds=image_embeds,
             text_hidden_states=text.hidden_states,
             image_hidden_states=image.hidden_states,
             text_attentions=text.attentions,
