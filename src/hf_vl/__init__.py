@@ -10,7 +10,9 @@ from transformers import (
     AutoModel,
     AutoModelForImageClassification,
     AutoModelForMaskedLM,
+    AutoModelForMultipleChoice,
     AutoModelForPreTraining,
+    AutoModelForSequenceClassification,
     AutoModelForVisualQuestionAnswering,
     AutoModelForZeroShotImageClassification,
     AutoProcessor,
@@ -37,6 +39,19 @@ from .models.meter import (
     MeterModelOutput,
     MeterPreTrainedModel,
     MeterProcessor,
+)
+from .models.interbert import (
+    InterBertClassifierOutput,
+    InterBertConfig,
+    InterBertForImageAndTextRetrieval,
+    InterBertForMultipleChoice,
+    InterBertForPreTraining,
+    InterBertForPreTrainingOutput,
+    InterBertForQuestionAnswering,
+    InterBertForSequenceClassification,
+    InterBertModel,
+    InterBertModelOutput,
+    InterBertPreTrainedModel,
 )
 from .models.vlmo import (
     VlmoClassifierOutput,
@@ -78,6 +93,14 @@ MODEL_AUTO_CLASSES = {
         (AutoModelForZeroShotImageClassification, VlmoForImageAndTextRetrieval),
         (AutoModelForImagesAndTextClassification, VlmoForImagesAndTextClassification),
     ),
+    "interbert": (
+        (AutoModel, InterBertModel),
+        (AutoModelForPreTraining, InterBertForPreTraining),
+        (AutoModelForVisualQuestionAnswering, InterBertForQuestionAnswering),
+        (AutoModelForMultipleChoice, InterBertForMultipleChoice),
+        (AutoModelForSequenceClassification, InterBertForSequenceClassification),
+        (AutoModelForImageAndTextRetrieval, InterBertForImageAndTextRetrieval),
+    ),
 }
 
 
@@ -108,8 +131,16 @@ def _register_vlmo() -> None:
     AutoProcessor.register(VlmoConfig, VlmoProcessor, exist_ok=True)
 
 
+def _register_interbert() -> None:
+    # region inputs come from hf_vl.regions.RegionProcessor (a plain class: AutoProcessor does not load it)
+    AutoConfig.register("interbert", InterBertConfig, exist_ok=True)
+    for auto_class, model_class in MODEL_AUTO_CLASSES["interbert"]:
+        auto_class.register(InterBertConfig, model_class, exist_ok=True)
+
+
 _register_meter()
 _register_vlmo()
+_register_interbert()
 register_pipelines()
 
 __all__ = [
@@ -118,6 +149,17 @@ __all__ = [
     "AutoModelForImageAndTextRetrieval",
     "AutoModelForImagesAndTextClassification",
     "AutoModelForImageTextClassification",
+    "InterBertClassifierOutput",
+    "InterBertConfig",
+    "InterBertForImageAndTextRetrieval",
+    "InterBertForMultipleChoice",
+    "InterBertForPreTraining",
+    "InterBertForPreTrainingOutput",
+    "InterBertForQuestionAnswering",
+    "InterBertForSequenceClassification",
+    "InterBertModel",
+    "InterBertModelOutput",
+    "InterBertPreTrainedModel",
     "MeterClassifierOutput",
     "MeterConfig",
     "MeterForImageAndTextRetrieval",
