@@ -42,6 +42,8 @@ from transformers import (
     set_seed,
 )
 
+from transformers.trainer_utils import get_last_checkpoint
+
 import hf_vl
 from hf_vl.data import (
     answers_to_soft_target,
@@ -50,7 +52,7 @@ from hf_vl.data import (
     load_easy_vqa,
     soft_target_tensor,
 )
-from hf_vl.hub import render_model_card, save_for_hub
+from hf_vl.hub import push_to_hub_with_code, render_model_card, save_for_hub
 from hf_vl.metrics import compute_vqa_metrics
 from hf_vl.pipelines.vl_question_answering import is_single_label_qa_head
 from hf_vl.regions import GridFeatureExtractor, RegionProcessor, attach_region_features, load_region_features
@@ -121,6 +123,15 @@ class DataArguments:
     region_max_regions: int | None = field(
         default=None,
         metadata={"help": "Pad / cut precomputed regions to this many (default: the extractor's count, else 36)."},
+    )
+
+
+@dataclass
+class ScriptArguments:
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={"help": "Train from scratch into a non-empty --output_dir (by default training resumes from the last "
+                  "checkpoint found there, and refuses a non-empty folder without checkpoints)."},
     )
 
 
@@ -331,10 +342,17 @@ BUILDERS = {"meter": build_meter, "lxmert": build_lxmert}
 
 
 def main():
-    parser = HfArgumentParser((ModelArguments, DataArguments, TrainingArguments))
-    model_args, data_args, training_args = parser.parse_args_into_dataclasses()
+    parser = HfArgumentParser((ModelArguments, DataArguments, TrainingArguments, ScriptArguments))
+    model_args, data_args, training_args, script_args = parser.parse_args_into_dataclasses()
     logging.basicConfig(format="%(asctime)s %(name)s %(message)s", level=logging.INFO, stream=sys.stdout)
+    if not (training_args.do_train or training_args.do_eval):
+        # transformers' examples need --do_train / --do_eval; with neither, this script does both (the README's demo)
+        training_args.do_train = training_args.do_eval = True
+    last_checkpoint = find_last_checkpoint(training_args, script_args)
     set_seed(training_args.seed)
+    # --push_to_hub publishes the final Hub-ready folder (code, full auto_map, card) once, after evaluation; the
+    # Trainer's own pushes would upload checkpoints without the model code
+    push_to_hub, training_args.push_to_hub = training_args.push_to_hub, False
     training_args.remove_unused_columns = False  # the collator reads the raw image/question/answers columns
     if training_args.ddp_find_unused_parameters is None:
         training_args.ddp_find_unused_parameters = False  # every trainable parameter is used in each forward
@@ -398,15 +416,31 @@ def main():
         optimizers=(optimizer, None),
         compute_metrics=compute_index_label_metrics if label_format == "index" else compute_vqa_metrics,
     )
-    if training_args.num_train_epochs > 0 or training_args.max_steps > 0:
+    if training_args.do_train and (training_args.num_train_epochs > 0 or training_args.max_steps > 0):
         if trainer.is_world_process_zero():
             global_batch = training_args.per_device_train_batch_size * training_args.world_size
             global_batch *= training_args.gradient_accumulation_steps
             print(f"Training {type(model).__name__} on {len(train)} questions with {training_args.world_size} "
                   f"process(es), global batch size {global_batch}")
-        trainer.train()
-    metrics = trainer.evaluate()
+        checkpoint = training_args.resume_from_checkpoint or last_checkpoint
+        train_result = trainer.train(resume_from_checkpoint=checkpoint)
+        train_metrics = {**train_result.metrics, "train_samples": len(train)}
+        trainer.log_metrics("train", train_metrics)
+        trainer.save_metrics("train", train_metrics)
+        trainer.save_state()
+    metrics = {}
+    if training_args.do_eval:
+        metrics = {**trainer.evaluate(), "eval_samples": len(evaluation)}
+        trainer.log_metrics("eval", metrics)
+        trainer.save_metrics("eval", metrics)
     elapsed = time.time() - start
+    if "eval_vqa_score" not in metrics:  # --do_train only: save the trained model, no score to report
+        if trainer.is_world_process_zero() and is_hf_vl_model(trainer.model):
+            save_for_hub(trainer.model, training_args.output_dir, processor=processor)
+        elif trainer.is_world_process_zero():
+            trainer.save_model()
+            processor.save_pretrained(training_args.output_dir)
+        return metrics
 
     if trainer.is_world_process_zero() and not is_hf_vl_model(trainer.model):
         save_plain_checkpoint(trainer.model, processor, training_args.output_dir, metrics, elapsed,
@@ -434,10 +468,33 @@ def main():
         save_for_hub(trainer.model, output_dir, processor=processor, model_card=card)
         with open(os.path.join(output_dir, "eval_results.json"), "w") as f:
             json.dump({**metrics, "wall_time_s": elapsed}, f, indent=2)
+        if push_to_hub:
+            repo_id = training_args.hub_model_id or os.path.basename(os.path.abspath(output_dir))
+            url = push_to_hub_with_code(trainer.model, repo_id, processor=processor, model_card=card,
+                                        token=training_args.hub_token, private=training_args.hub_private_repo,
+                                        commit_message="examples/run_vqa.py: fine-tuned model")
+            print(f"Pushed to the Hub: {repo_id} ({url})")
         print(f"\nTest VQA accuracy ({data_args.eval_split}, {len(evaluation)} questions): "
               f"{metrics['eval_vqa_score']:.4f}")
         print(f"Hub-ready model folder: {os.path.abspath(output_dir)}  (wall time {elapsed / 60:.1f} min)")
     return metrics
+
+
+def find_last_checkpoint(training_args, script_args) -> str | None:
+    """transformers' example convention: resume from the last `checkpoint-*` in --output_dir; refuse to train into a
+    non-empty folder without checkpoints unless --overwrite_output_dir."""
+    output_dir = training_args.output_dir
+    if not (training_args.do_train and os.path.isdir(output_dir)) or script_args.overwrite_output_dir:
+        return None
+    last_checkpoint = get_last_checkpoint(output_dir)
+    if last_checkpoint is None and os.listdir(output_dir) and training_args.resume_from_checkpoint is None:
+        raise ValueError(
+            f"--output_dir {output_dir} already exists, is not empty and holds no checkpoint to resume from; pass "
+            "--overwrite_output_dir to train into it anyway."
+        )
+    if last_checkpoint is not None and training_args.resume_from_checkpoint is None:
+        logger.info(f"Resuming training from the last checkpoint {last_checkpoint} (--overwrite_output_dir: start over).")
+    return last_checkpoint
 
 
 def is_hf_vl_model(model) -> bool:
