@@ -18,7 +18,7 @@ $(VENV)/.hf_vl-installed: pyproject.toml
 	touch $@
 
 main: setup
-	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(PY) examples/run_vqa.py --output_dir runs/meter-easy-vqa \
+	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(PY) examples/run_vqa.py --output_dir runs/meter-easy-vqa --overwrite_output_dir \
 		--vision_model_type resnet --image_size 64 --num_train_epochs 1 --per_device_train_batch_size 32 \
 		--per_device_eval_batch_size 256 --learning_rate 1e-3 --warmup_steps 100 --logging_steps 100 \
 		--save_strategy no --report_to none
