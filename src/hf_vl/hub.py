@@ -74,8 +74,9 @@ def render_model_card(model: PreTrainedModel, **fields) -> str:
     defaults = {
         "model_class": type(model).__name__,
         "num_parameters": f"{model.num_parameters() / 1e6:.1f}M",
-        "text_tower": model.config.text_config.model_type,
-        "vision_tower": model.config.vision_config.model_type,
+        # two-tower models (METER) name their towers; single-model configs (InterBERT) have no sub-configs
+        "text_tower": getattr(getattr(model.config, "text_config", None), "model_type", model.config.model_type),
+        "vision_tower": getattr(getattr(model.config, "vision_config", None), "model_type", model.config.model_type),
         "num_labels": str(model.config.num_labels),
     }
     return template.substitute({**defaults, **{k: str(v) for k, v in fields.items()}})

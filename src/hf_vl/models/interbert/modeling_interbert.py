@@ -511,8 +511,8 @@ class InterBertPreTrainedModel(PreTrainedModel):
             bert_model_name_or_path: a BERT-layout checkpoint (path, Hub id or a loaded `BertModel`), e.g. the shipped
                 all-MiniLM-L6-v2 (`hf_vl.training.local_pretrained_path("all-MiniLM-L6-v2")`).
             config_kwargs: [`InterBertConfig`] fields. By default the BERT layers are split in two halves
-                (`num_interaction_layers = n // 2`, `num_text_extraction_layers = n - n // 2`) and the image extractor
-                has as many layers as the text extractor, with BERT's width.
+                (`num_interaction_layers = n // 2`; `num_text_extraction_layers` = the remaining layers) and the image
+                extractor has as many layers as the text extractor, with BERT's width and head count.
 
         Called on a head class (`InterBertForQuestionAnswering.from_bert_pretrained(...)`) it returns that head.
 
@@ -547,11 +547,12 @@ class InterBertPreTrainedModel(PreTrainedModel):
             "pad_token_id": bert_config.pad_token_id or 0,
             "layer_norm_eps": bert_config.layer_norm_eps,
             "initializer_range": bert_config.initializer_range,
-            "num_interaction_layers": num_layers // 2,
-            "num_text_extraction_layers": num_layers - num_layers // 2,
             "image_num_attention_heads": bert_config.num_attention_heads,
             "image_intermediate_size": bert_config.intermediate_size,
         }
+        num_interaction = config_kwargs.get("num_interaction_layers", num_layers // 2)
+        defaults["num_interaction_layers"] = num_interaction
+        defaults["num_text_extraction_layers"] = max(num_layers - num_interaction, 0)  # the remaining BERT layers
         defaults["num_image_extraction_layers"] = config_kwargs.get(
             "num_text_extraction_layers", defaults["num_text_extraction_layers"]
         )
