@@ -10,6 +10,7 @@
 from .collators import (
     IMAGE_INPUT_KEYS,
     DataCollatorForImageTextMatching,
+    DataCollatorForIoURegionMasking,
     DataCollatorForSpanMasking,
     DataCollatorForVLMaskedLM,
     sample_hard_negatives,
@@ -43,6 +44,7 @@ __all__ = [
     "EASY_VQA_SPLITS",
     "IMAGE_INPUT_KEYS",
     "DataCollatorForImageTextMatching",
+    "DataCollatorForIoURegionMasking",
     "DataCollatorForSpanMasking",
     "DataCollatorForVLMaskedLM",
     "answers_to_soft_target",

@@ -876,3 +876,149 @@ class DataCollatorForImageTextMatching(_PerWorkerGeneratorMixin):
             batch[key] = _gather_rows(batch[key], source, key)
         batch[self.label_key] = (~is_negative).long()
         return batch
+
+
+# ----------------------------------------------------------------------------------------------
+# InterBERT masked region modelling: IoU-group region masking
+# ----------------------------------------------------------------------------------------------
+
+
+class DataCollatorForIoURegionMasking(_PerWorkerGeneratorMixin):
+    """InterBERT masked group modelling on regions (Lin et al., 2020, Sec. 3.2): mask groups of overlapping regions.
+
+    Each real region (``visual_attention_mask == 1``) is an anchor with probability ``anchor_probability`` (10% in
+    InterBERT); every real region whose IoU with an anchor exceeds ``iou_threshold`` (0.4) is masked with it, so
+    the model cannot copy a masked object from an almost identical neighbouring box. Masked regions get zero
+    features (``visual_feats``); the boxes stay. The batch gains ``mask_key`` (``(batch, num_regions)`` bool, the
+    masked regions) and, when the examples carry region targets under ``region_labels_key``, ``label_key``:
+
+    - class ids ``(num_regions,)`` per example -> ``(batch, num_regions)`` long, the id at masked regions and
+      ``-100`` elsewhere (cross-entropy in ``InterBertForPreTraining``);
+    - class distributions ``(num_regions, num_classes)`` (the detector's, as the InterBERT code uses) -> passed
+      through; ``mask_key`` marks which rows count (KL divergence).
+
+    Text is collated by ``text_collator`` when given (e.g. :class:`DataCollatorForSpanMasking` for masked segment
+    modelling: both objectives in one pass), otherwise padded with ``tokenizer``. Boxes are read from the first four
+    values of ``visual_pos`` (``x1, y1, x2, y2`` normalised, as every hf_vl region source writes them).
+
+    Args:
+        anchor_probability: probability that a region is an anchor.
+        iou_threshold: regions with IoU strictly above it join their anchor's group.
+        text_collator: a collator for the text keys (its output is extended with the region masking).
+        tokenizer: pads text when no ``text_collator`` is given (optional when all texts have one length).
+        skip_first_region: never mask region 0 (when the inputs carry the global image region in row 0).
+        region_labels_key, label_key, mask_key: batch keys of the region targets, of the labels and of the mask.
+        pad_to_multiple_of: pad text to a multiple of this length (without ``text_collator``).
+        seed: seeds the masks (``seed + worker id`` in each ``DataLoader`` worker); ``None``: global torch RNG.
+
+    Example:
+        >>> collator = DataCollatorForIoURegionMasking(anchor_probability=0.5, seed=0)
+        >>> boxes = torch.tensor([[0.0, 0.0, 0.5, 0.5, 0.25], [0.0, 0.0, 0.45, 0.5, 0.225], [0.6, 0.6, 1.0, 1.0, 0.16]])
+        >>> batch = collator([{"input_ids": [101, 102], "visual_feats": torch.ones(3, 4), "visual_pos": boxes}])
+        >>> batch["mrm_mask"].shape
+        torch.Size([1, 3])
+    """
+
+    return_tensors = "pt"
+    get_generator = DataCollatorForLanguageModeling.get_generator
+    create_rng = DataCollatorForLanguageModeling.create_rng
+
+    def __init__(
+        self,
+        anchor_probability: float = 0.10,
+        iou_threshold: float = 0.4,
+        text_collator: Callable[[Any], dict[str, Any]] | None = None,
+        tokenizer: Any = None,
+        skip_first_region: bool = False,
+        region_labels_key: str = "region_labels",
+        label_key: str = "mrm_labels",
+        mask_key: str = "mrm_mask",
+        pad_to_multiple_of: int | None = None,
+        seed: int | None = None,
+    ):
+        self.anchor_probability = _check_probability(anchor_probability, "anchor_probability")
+        self.iou_threshold = _check_probability(iou_threshold, "iou_threshold")
+        if text_collator is not None and not callable(text_collator):
+            raise TypeError(f"`text_collator` must be a callable collator, got {type(text_collator).__name__}.")
+        if not isinstance(skip_first_region, bool):
+            raise TypeError(f"`skip_first_region` must be a bool, got {skip_first_region!r}.")
+        self.text_collator = text_collator
+        self.tokenizer = tokenizer
+        self.skip_first_region = skip_first_region
+        self.region_labels_key = _check_key(region_labels_key, "region_labels_key")
+        self.label_key = _check_key(label_key, "label_key")
+        self.mask_key = _check_key(mask_key, "mask_key")
+        self.pad_to_multiple_of = _check_pad_to_multiple_of(pad_to_multiple_of)
+        self.seed = _check_seed(seed)
+        self.generator = None
+        self._generator_pid = None
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(anchor_probability={self.anchor_probability}, iou_threshold={self.iou_threshold}, "
+            f"text_collator={type(self.text_collator).__name__ if self.text_collator else None}, seed={self.seed})"
+        )
+
+    def sample_region_mask(
+        self, visual_pos: torch.Tensor, visual_attention_mask: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(masked, anchors)``, both ``(batch, num_regions)`` bool, for boxes ``visual_pos (batch, num_regions, >= 4)``."""
+        from ..regions.boxes import box_iou
+
+        if not isinstance(visual_pos, torch.Tensor) or visual_pos.dim() != 3 or visual_pos.shape[-1] < 4:
+            raise ValueError(
+                "`visual_pos` must be a (batch, num_regions, pos_dim >= 4) tensor of normalised boxes, got "
+                f"{tuple(visual_pos.shape) if isinstance(visual_pos, torch.Tensor) else type(visual_pos).__name__}."
+            )
+        batch_size, num_regions = visual_pos.shape[:2]
+        valid = torch.ones(batch_size, num_regions, dtype=torch.bool)
+        if visual_attention_mask is not None:
+            valid = torch.as_tensor(visual_attention_mask).cpu().bool()
+            if tuple(valid.shape) != (batch_size, num_regions):
+                raise ValueError(
+                    f"`visual_attention_mask` must be ({batch_size}, {num_regions}), got {tuple(valid.shape)}."
+                )
+        if self.skip_first_region:
+            valid[:, 0] = False
+        generator = self._worker_generator()
+        anchors = valid & (_random_values((batch_size, num_regions), generator) < self.anchor_probability)
+        boxes = visual_pos[..., :4].detach().cpu().float()
+        masked = anchors.clone()
+        for row in range(batch_size):
+            if anchors[row].any():
+                # regions overlapping any anchor of this image by more than the threshold join the group
+                overlap = box_iou(boxes[row], boxes[row][anchors[row]]) > self.iou_threshold  # (N, num_anchors)
+                masked[row] |= overlap.any(dim=1) & valid[row]
+        return masked, anchors
+
+    def __call__(self, features: Any) -> dict[str, Any]:
+        if self.text_collator is not None:
+            batch = dict(self.text_collator(features))
+        else:
+            batch, _ = _collate(features, self.tokenizer, self.pad_to_multiple_of)
+        for key in ("visual_feats", "visual_pos"):
+            if not isinstance(batch.get(key), torch.Tensor):
+                raise ValueError(
+                    f"`features` must contain `{key}` with one shape per example (pad regions with "
+                    f"hf_vl.regions.pad_regions), got {type(batch.get(key)).__name__} for keys {sorted(batch)}."
+                )
+        masked, _ = self.sample_region_mask(batch["visual_pos"], batch.get("visual_attention_mask"))
+        visual_feats = batch["visual_feats"]
+        batch["visual_feats"] = visual_feats.masked_fill(masked.to(visual_feats.device)[..., None], 0.0)
+        batch[self.mask_key] = masked
+        targets = batch.pop(self.region_labels_key, None)
+        if targets is not None:
+            targets = torch.as_tensor(targets)
+            if targets.shape[:2] != masked.shape:
+                raise ValueError(
+                    f"`{self.region_labels_key}` must have one target per region {tuple(masked.shape)}, got "
+                    f"{tuple(targets.shape)}."
+                )
+            if targets.is_floating_point() and targets.dim() == 3:
+                batch[self.label_key] = targets  # distributions: `mask_key` selects the rows
+            else:
+                batch[self.label_key] = targets.long().masked_fill(~masked, -100)
+        return batch
+
+
+__all__ += ["DataCollatorForIoURegionMasking"]
