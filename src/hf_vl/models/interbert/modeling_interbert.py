@@ -1114,6 +1114,19 @@ class InterBertForImageAndTextRetrieval(InterBertPreTrainedModel):
             loss=loss, logits=logits, pooler_output=pooled, **_stream_outputs(outputs, num_candidates)
         )
 
+    @classmethod
+    def from_pretraining_model(cls, pretraining_model: "InterBertForPreTraining") -> "InterBertForImageAndTextRetrieval":
+        """Zero-shot retrieval with the pre-trained image-text matching head (paper Sec. 4.3): the same backbone, and
+        `rank_output` = the ITM head's log-odds of "match" (`W[1] - W[0]`, `b[1] - b[0]`), so the score ranks pairs
+        exactly as the pre-trained ITM probability does. Fine-tune it from there, or use it as is."""
+        model = cls(pretraining_model.config)
+        model.interbert.load_state_dict(pretraining_model.interbert.state_dict())
+        weight, bias = pretraining_model.itm_head.weight, pretraining_model.itm_head.bias
+        with torch.no_grad():
+            model.rank_output.weight.copy_((weight[1] - weight[0])[None])
+            model.rank_output.bias.copy_((bias[1] - bias[0])[None])
+        return model.train(pretraining_model.training)
+
     def validate_input_values(self, labels=None, num_candidates=None, **inputs) -> None:
         super().validate_input_values(**inputs)
         if labels is None or not labels.numel():
