@@ -52,6 +52,7 @@ from .models.interbert import (
     InterBertModel,
     InterBertModelOutput,
     InterBertPreTrainedModel,
+    InterBertProcessor,
 )
 from .models.vlmo import (
     VlmoClassifierOutput,
@@ -132,10 +133,11 @@ def _register_vlmo() -> None:
 
 
 def _register_interbert() -> None:
-    # region inputs come from hf_vl.regions.RegionProcessor (a plain class: AutoProcessor does not load it)
     AutoConfig.register("interbert", InterBertConfig, exist_ok=True)
     for auto_class, model_class in MODEL_AUTO_CLASSES["interbert"]:
         auto_class.register(InterBertConfig, model_class, exist_ok=True)
+    # precomputed regions; raw images go through hf_vl.regions.RegionProcessor (its extractor holds weights)
+    AutoProcessor.register(InterBertConfig, InterBertProcessor, exist_ok=True)
 
 
 _register_meter()
@@ -160,6 +162,7 @@ __all__ = [
     "InterBertModel",
     "InterBertModelOutput",
     "InterBertPreTrainedModel",
+    "InterBertProcessor",
     "MeterClassifierOutput",
     "MeterConfig",
     "MeterForImageAndTextRetrieval",

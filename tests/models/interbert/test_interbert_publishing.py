@@ -69,11 +69,15 @@ def test_push_to_hub_with_code_loads_with_trust_remote_code_in_fresh_process(loc
     run_python(
         f"""
         import json, torch
-        from hf_vl import InterBertConfig, InterBertForQuestionAnswering
+        from transformers import AutoTokenizer
+        from hf_vl import InterBertConfig, InterBertForQuestionAnswering, InterBertProcessor
         from hf_vl.hub import push_to_hub_with_code
         torch.manual_seed(0)
         model = InterBertForQuestionAnswering(InterBertConfig(**json.loads({json.dumps(json.dumps(TINY))}))).eval()
-        push_to_hub_with_code(model, {repo!r}, commit_message="InterBERT with code")
+        processor = InterBertProcessor(AutoTokenizer.from_pretrained({local_pretrained_path("minilm")!r}), visual_feat_dim=8)
+        push_to_hub_with_code(model, {repo!r}, processor=processor, commit_message="InterBERT with code")
+        processed = processor(text="is there a circle?", visual_feats=torch.ones(3, 8),
+                              visual_pos=torch.tensor([[0.1, 0.2, 0.5, 0.6]] * 3))
         generator = torch.Generator().manual_seed(1)
         corner = torch.rand(2, 4, 2, generator=generator) * 0.5
         boxes = torch.cat([corner, corner + 0.3, torch.full((2, 4, 1), 0.09)], -1)
@@ -82,13 +86,15 @@ def test_push_to_hub_with_code_loads_with_trust_remote_code_in_fresh_process(loc
                       visual_feats=torch.randn(2, 4, 8, generator=generator), visual_pos=boxes,
                       visual_attention_mask=torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0]]))
         with torch.no_grad():
-            torch.save({{"inputs": inputs, "logits": model(**inputs).logits}}, {str(tmp_path / "ref.pt")!r})
+            torch.save({{"inputs": inputs, "logits": model(**inputs).logits, "processed": dict(processed)}},
+                       {str(tmp_path / "ref.pt")!r})
         """,
         env=env,
         cwd=tmp_path,
     )
     files = set(local_hub.list_files(repo))
-    assert {"model.safetensors", "config.json", "modeling_interbert.py", "configuration_interbert.py"} <= files
+    assert {"model.safetensors", "config.json", "modeling_interbert.py", "configuration_interbert.py",
+            "processing_interbert.py", "processor_config.json"} <= files
     auto_map = json.loads(local_hub.read_file(repo, "config.json"))["auto_map"]
     assert auto_map["AutoModelForVisualQuestionAnswering"] == "modeling_interbert.InterBertForQuestionAnswering"
     assert auto_map["AutoModelForMultipleChoice"] == "modeling_interbert.InterBertForMultipleChoice"
@@ -101,7 +107,7 @@ def test_push_to_hub_with_code_loads_with_trust_remote_code_in_fresh_process(loc
     run_python(
         NO_HF_VL
         + f"""        import torch
-        from transformers import AutoModel, AutoModelForPreTraining, AutoModelForVisualQuestionAnswering
+        from transformers import AutoModel, AutoModelForPreTraining, AutoModelForVisualQuestionAnswering, AutoProcessor
         model = AutoModelForVisualQuestionAnswering.from_pretrained({repo!r}, trust_remote_code=True).eval()
         assert type(model).__module__.startswith("transformers_modules."), type(model).__module__
         assert type(model).__name__ == "InterBertForQuestionAnswering"
@@ -111,6 +117,12 @@ def test_push_to_hub_with_code_loads_with_trust_remote_code_in_fresh_process(loc
         assert type(AutoModel.from_pretrained({repo!r}, trust_remote_code=True)).__name__ == "InterBertModel"
         pretraining = AutoModelForPreTraining.from_pretrained({repo!r}, trust_remote_code=True)
         assert pretraining.msm_head.decoder.weight is pretraining.interbert.embeddings.word_embeddings.weight
+        processor = AutoProcessor.from_pretrained({repo!r}, trust_remote_code=True)
+        assert type(processor).__name__ == "InterBertProcessor", type(processor)
+        processed = processor(text="is there a circle?", visual_feats=torch.ones(3, 8),
+                              visual_pos=torch.tensor([[0.1, 0.2, 0.5, 0.6]] * 3))
+        for key, value in ref["processed"].items():
+            assert torch.equal(processed[key], value), key
         print("REMOTE CODE OK", model.config.id2label)
         """,
         env=env,

@@ -14,3 +14,4 @@ from .modeling_interbert import (
     InterBertPreTrainedModel,
     prepend_global_region,
 )
+from .processing_interbert import InterBertProcessor
