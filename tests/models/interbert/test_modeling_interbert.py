@@ -449,3 +449,37 @@ def test_compiles_fullgraph(tiny):
         expected = model(**inputs).logits
         compiled = torch.compile(model, fullgraph=True, backend="eager")
         torch.testing.assert_close(compiled(**inputs).logits, expected)
+
+
+@pytest.mark.parametrize(
+    "model_class, labels, match",
+    [
+        (InterBertForPreTraining, {"mlm_labels": torch.full((3, 7), 500)}, "mlm_labels"),
+        (InterBertForPreTraining, {"mrm_labels": torch.full((3, 5), 11)}, "num_region_classes"),
+        (InterBertForPreTraining, {"mrm_labels": torch.full((3, 4), 1)}, "mrm_labels"),
+        (InterBertForPreTraining, {"itm_labels": torch.tensor([2, 0, 1])}, "itm_labels"),
+        (InterBertForQuestionAnswering, {"labels": torch.full((3, 5), 2.0)}, r"\[0, 1\]"),
+        (InterBertForQuestionAnswering, {"labels": torch.zeros(3, 4)}, "num_labels"),
+        (InterBertForImageAndTextRetrieval, {"labels": torch.tensor([2.0, 0.0, 1.0])}, "1 \\(match\\)"),
+        (InterBertForSequenceClassification, {"labels": torch.tensor([0, 1, 5])}, r"\[0, 5\)"),
+    ],
+)
+def test_bad_labels_raise_clear_errors(tiny, model_class, labels, match):
+    _, config, inputs = tiny
+    if model_class is InterBertForSequenceClassification:
+        inputs = {"input_ids": inputs["input_ids"], "attention_mask": inputs["attention_mask"]}
+    with pytest.raises(ValueError, match=match):
+        model_class(config)(**inputs, **labels)
+
+
+def test_multiple_choice_needs_choices_and_valid_labels(tiny):
+    _, config, inputs = tiny
+    model = InterBertForMultipleChoice(config)
+    with pytest.raises(ValueError, match="num_choices"):
+        model(**inputs)
+    choices = dict(inputs, input_ids=inputs["input_ids"][:, None].repeat(1, 2, 1),
+                   attention_mask=inputs["attention_mask"][:, None].repeat(1, 2, 1))
+    with pytest.raises(ValueError, match=r"correct choice in \[0, 2\)"):
+        model(**choices, labels=torch.tensor([0, 2, 1]))
+    with pytest.raises(ValueError, match="visual_feats"):
+        model(**dict(choices, visual_feats=inputs["visual_feats"][:, None].repeat(1, 3, 1, 1)))

@@ -760,7 +760,6 @@ class InterBertModel(InterBertPreTrainedModel):
             return
         if visual_pos is None:
             raise ValueError("`visual_feats` needs `visual_pos` (the normalised region boxes).")
-        expected = (batch_size, visual_feats.shape[1] if visual_feats.dim() == 3 else "num_regions")
         if visual_feats.dim() != 3 or visual_feats.shape[0] != batch_size or visual_feats.shape[2] != config.visual_feat_dim:
             raise ValueError(
                 f"`visual_feats` must be (batch_size={batch_size}, num_regions, visual_feat_dim={config.visual_feat_dim}),"
@@ -768,6 +767,7 @@ class InterBertModel(InterBertPreTrainedModel):
             )
         if not visual_feats.is_floating_point():
             raise TypeError(f"`visual_feats` must be a floating point tensor, got {visual_feats.dtype}.")
+        expected = (batch_size, visual_feats.shape[1])
         if visual_feats.shape[1] == 0 and not config.prepend_global_region:
             raise ValueError("`visual_feats` has 0 regions.")
         if tuple(visual_pos.shape) != (*expected, config.visual_pos_dim):
@@ -879,7 +879,7 @@ class InterBertForPreTraining(InterBertPreTrainedModel):
             Other arguments as in [`InterBertModel.forward`].
         """
         _reject_unknown_kwargs(self, kwargs)
-        self._check_inputs(mlm_labels=mlm_labels, itm_labels=itm_labels)
+        self._check_inputs(mlm_labels=mlm_labels, mrm_labels=mrm_labels, itm_labels=itm_labels)
         if visual_feats is None:
             raise ValueError("InterBertForPreTraining needs regions: `visual_feats` is None.")
         outputs = self.interbert(
@@ -957,13 +957,21 @@ class InterBertForPreTraining(InterBertPreTrainedModel):
         kl = F.kl_div(F.log_softmax(mrm_logits, dim=-1), mrm_labels.to(mrm_logits.dtype), reduction="none").sum(-1)
         return (kl * counted.to(kl.dtype)).sum() / counted.sum().clamp(min=1).to(kl.dtype)
 
-    def validate_input_values(self, mlm_labels=None, itm_labels=None, **inputs) -> None:
+    def validate_input_values(self, mlm_labels=None, mrm_labels=None, itm_labels=None, **inputs) -> None:
         super().validate_input_values(**inputs)
-        vocab_size = self.config.vocab_size
+        vocab_size, num_classes = self.config.vocab_size, self.config.num_region_classes
         if mlm_labels is not None:
             valid = (mlm_labels == -100) | ((mlm_labels >= 0) & (mlm_labels < vocab_size))
             if not bool(valid.all()):
                 raise ValueError(f"`mlm_labels` must be -100 or token ids in [0, {vocab_size}).")
+        if mrm_labels is not None and mrm_labels.is_floating_point():
+            if not bool(torch.isfinite(mrm_labels).all()) or float(mrm_labels.min()) < 0:
+                raise ValueError("`mrm_labels` class distributions must be finite and non-negative.")
+        elif mrm_labels is not None:
+            valid = (mrm_labels == -100) | ((mrm_labels >= 0) & (mrm_labels < num_classes))
+            if not bool(valid.all()):
+                raise ValueError(f"`mrm_labels` must be -100 or region class ids in [0, {num_classes}) "
+                                 "(`config.num_region_classes`).")
         if itm_labels is not None and not bool(((itm_labels == 0) | (itm_labels == 1)).all()):
             raise ValueError(f"`itm_labels` must be 0 (mismatch) or 1 (match), got {itm_labels.tolist()[:6]}.")
 
