@@ -91,3 +91,40 @@ def test_lora_on_attention_projections_trains_with_trainer(tmp_path):
     params = dict(peft_model.named_parameters())
     assert all(torch.equal(params[n], before) for n, before in frozen.items())
     assert any(not torch.equal(params[n], before) for n, before in lora_before.items())
+
+
+
+def _caption_pairs(colours, generator):
+    """Captions `[CLS] colour [SEP]` and 2 regions; region 0 shows the colour, region 1 is noise."""
+    num = len(colours)
+    input_ids = torch.stack([torch.ones(num, dtype=torch.long), 10 + colours, torch.full((num,), 2)], dim=1)
+    feats = torch.randn(num, 2, 8, generator=generator) * 0.3
+    feats[:, 0, :4] += F.one_hot(colours, 4).float() * 3
+    pos = torch.tensor([[0.0, 0.0, 0.5, 0.5, 0.25], [0.5, 0.5, 1.0, 1.0, 0.25]]).expand(num, 2, 5)
+    return input_ids, feats, pos
+
+
+def test_itm_pretraining_gives_zero_shot_retrieval_above_chance():
+    """Matching needs the interaction module: the caption's colour must be compared with the region's."""
+    torch.manual_seed(0)
+    generator = torch.Generator().manual_seed(0)
+    model = InterBertForPreTraining(InterBertConfig(**TINY))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    for _ in range(150):
+        colours = torch.randint(0, 4, (32,), generator=generator)
+        input_ids, feats, pos = _caption_pairs(colours, generator)
+        shifted = torch.roll(torch.arange(32), 1)
+        # swap in the previous example's image for about half the pairs (a same-colour image is no negative)
+        negative = (torch.rand(32, generator=generator) < 0.5) & (colours[shifted] != colours)
+        source = torch.where(negative, shifted, torch.arange(32))
+        loss = model(input_ids=input_ids, visual_feats=feats[source], visual_pos=pos[source],
+                     itm_labels=(~negative).long()).loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    retrieval = InterBertForImageAndTextRetrieval.from_pretraining_model(model).eval()
+    input_ids, feats, pos = _caption_pairs(torch.arange(4), torch.Generator().manual_seed(99))  # held-out images
+    with torch.no_grad():  # image i against the 4 captions; caption i is the right one
+        scores = retrieval(input_ids=input_ids[None].repeat(4, 1, 1), visual_feats=feats, visual_pos=pos).logits
+    recall_at_1 = (scores.argmax(-1) == torch.arange(4)).float().mean().item()
+    assert recall_at_1 >= 0.75, (recall_at_1, scores)  # chance: 1/4
