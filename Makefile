@@ -1,5 +1,6 @@
 # The two commands of the README:
-#   make main   set up, then fine-tune METER on easy-VQA, evaluate, save a Hub-ready folder
+#   make main   set up, then fine-tune METER on easy-VQA, evaluate (per question type), save a Hub-ready folder;
+#               the recipe lives in benchmarks/main_job.py, which writes benchmarks/results/main_job.json
 #   make test   set up, then run the whole test suite
 PYTHON ?= python3
 VENV ?= .venv
@@ -18,10 +19,7 @@ $(VENV)/.hf_vl-installed: pyproject.toml
 	touch $@
 
 main: setup
-	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(PY) examples/run_vqa.py --output_dir runs/meter-easy-vqa --overwrite_output_dir \
-		--vision_model_type resnet --image_size 64 --num_train_epochs 1 --per_device_train_batch_size 32 \
-		--per_device_eval_batch_size 256 --learning_rate 1e-3 --warmup_steps 100 --logging_steps 100 \
-		--save_strategy no --report_to none
+	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(PY) benchmarks/main_job.py
 
 test: setup
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(PY) -m pytest -q

@@ -408,6 +408,7 @@ class VlmoPooler(nn.Module):
         return self.activation(self.dense(hidden_states[:, 0]))
 
 
+# Copied from hf_vl.models.meter.modeling_meter.MeterPredictionHeadTransform with Meter->Vlmo, layer_norm_eps->text_layer_norm_eps
 class VlmoPredictionHeadTransform(nn.Module):
     def __init__(self, config: VlmoConfig):
         super().__init__()
