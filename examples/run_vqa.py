@@ -28,6 +28,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 
+import datasets
 import numpy as np
 import torch
 from transformers import (
@@ -57,6 +58,7 @@ from hf_vl.metrics import compute_vqa_metrics
 from hf_vl.pipelines.vl_question_answering import is_single_label_qa_head
 from hf_vl.regions import GridFeatureExtractor, RegionProcessor, attach_region_features, load_region_features
 from hf_vl.training import create_vl_optimizer, local_pretrained_path
+from hf_vl.training.caching import FrozenEncoderCache, ProcessedImageCache
 
 logger = logging.getLogger("run_vqa")
 
@@ -76,11 +78,28 @@ class ModelArguments:
     )
     image_size: int = field(default=32, metadata={"help": "Image resolution of the processor and vision tower."})
     patch_size: int = field(default=8)
-    vision_hidden_size: int = field(default=96)
-    vision_num_layers: int = field(default=2)
+    vision_hidden_size: int = field(default=96, metadata={"help": "Vision tower width (conv towers: last stage)."})
+    vision_num_layers: int = field(default=2, metadata={"help": "Layers (conv towers: blocks per stage)."})
+    vision_num_stages: int = field(
+        default=2,
+        metadata={"help": "Conv towers (resnet): stages after the stride-4 stem, widths doubling up to "
+                  "--vision_hidden_size; each stage after the first halves the feature map (64 px, 3 stages: 4x4 "
+                  "image tokens)."},
+    )
     hidden_size: int = field(default=128, metadata={"help": "Fusion width."})
     num_fusion_layers: int = field(default=1)
     num_attention_heads: int = field(default=4)
+    fusion_dropout: float = field(default=0.1, metadata={"help": "Dropout of the fusion layers (METER: 0.1)."})
+    initializer_range: float | None = field(
+        default=None,
+        metadata={"help": "Std of METER's randomly initialised weights (fusion, projections, poolers, head). Default: "
+                  "hidden_size ** -0.5, i.e. unit gain at any width; BERT's 0.02 suits width 768 and starves a narrow "
+                  "fusion trained from scratch (see the README)."},
+    )
+    cache_text_features: bool = field(
+        default=True,
+        metadata={"help": "With a frozen text tower, encode each distinct question once (its output never changes)."},
+    )
     image_pooling: str | None = field(
         default=None, metadata={"help": "'cls' or 'mean' image summary (default: by vision tower, CLS for CLIP)."}
     )
@@ -110,6 +129,15 @@ class DataArguments:
     max_train_samples: int | None = field(default=None)
     max_eval_samples: int | None = field(default=None)
     max_text_length: int = field(default=24)
+    cache_images: bool = field(
+        default=True,
+        metadata={"help": "Process each image once and keep its pixel values (VQA asks many questions per image)."},
+    )
+    question_type_column: str | None = field(
+        default=None,
+        metadata={"help": "A column naming each eval question's type (e.g. VQAv2's answer_type): scores are also "
+                  "reported per type. easy-VQA (the default dataset) gets yes/no, colour and shape from its answers."},
+    )
     min_answer_count: int = field(default=1, metadata={"help": "Answers seen fewer times are left out of the vocab."})
     image_id_column: str = field(default="image_id", metadata={"help": "Joins questions to precomputed regions."})
     region_features_path: str | None = field(
@@ -150,12 +178,19 @@ class VqaCollator:
     """
 
     def __init__(self, processor, label2id, image_column, question_column, answers_column, max_length,
-                 label_format="soft", region_columns=False):  # fmt: skip
+                 label_format="soft", region_columns=False, cache_images=False):  # fmt: skip
         self.processor, self.label2id, self.max_length = processor, label2id, max_length
         self.image_column, self.question_column, self.answers_column = image_column, question_column, answers_column
         if label_format not in LABEL_FORMATS:
             raise ValueError(f"label_format must be one of {LABEL_FORMATS}, got {label_format!r}.")
         self.label_format, self.region_columns = label_format, region_columns
+        # `cache_images=True`: the image column holds undecoded `datasets.Image(decode=False)` values ({"bytes",
+        # "path"}); each image is decoded and processed once, keyed by its path (or a hash of its bytes)
+        self.image_cache = ProcessedImageCache(self._process_images) if cache_images and not region_columns else None
+
+    def _process_images(self, values):
+        images = [_decode_image(value).convert("RGB") for value in values]
+        return dict(self.processor.image_processor(images=images, return_tensors="pt"))
 
     def __call__(self, examples):
         questions = [example[self.question_column] for example in examples]
@@ -165,8 +200,13 @@ class VqaCollator:
                 text=questions, **regions, padding="longest", truncation=True, max_length=self.max_length,
                 return_tensors="pt",
             )
+        elif self.image_cache is not None:
+            batch = self.processor(
+                text=questions, padding="longest", truncation=True, max_length=self.max_length, return_tensors="pt"
+            )
+            batch.update(self.image_cache([example[self.image_column] for example in examples]))
         else:
-            images = [example[self.image_column].convert("RGB") for example in examples]
+            images = [_decode_image(example[self.image_column]).convert("RGB") for example in examples]
             batch = self.processor(
                 images=images, text=questions, padding="longest", truncation=True, max_length=self.max_length,
                 return_tensors="pt",
@@ -178,6 +218,41 @@ class VqaCollator:
         else:
             batch["labels"] = soft
         return batch
+
+
+def _decode_image(value):
+    """A decoded `PIL.Image` from a `datasets.Image` value (decoded already, or `{"bytes", "path"}`)."""
+    if isinstance(value, dict):
+        return datasets.Image().decode_example(value)
+    return value
+
+
+#: easy-VQA's question types, read from the answer (the dataset has no type column): what `make main` reports
+EASY_VQA_SHAPES = frozenset({"circle", "rectangle", "triangle"})
+
+
+def easy_vqa_question_type(answer: str) -> str:
+    return "yes/no" if answer in ("yes", "no") else "shape" if answer in EASY_VQA_SHAPES else "colour"
+
+
+def with_scores_per_type(compute_metrics, question_types):
+    """`compute_metrics` plus the same metric on each question type's rows (`vqa_score_yes_no`, ...), for an eval set
+    whose i-th row has type `question_types[i]` (the Trainer keeps the eval order)."""
+    types = np.asarray(question_types)
+
+    def compute(eval_pred):
+        metrics = compute_metrics(eval_pred)
+        logits, labels = eval_pred.predictions, eval_pred.label_ids
+        logits = logits[0] if isinstance(logits, (tuple, list)) else logits
+        if len(logits) != len(types):
+            return metrics  # not the full eval set (e.g. a custom eval dataset): no breakdown
+        for kind in sorted(set(types.tolist())):
+            rows = types == kind
+            name = "".join(char if char.isalnum() else "_" for char in str(kind))
+            metrics[f"vqa_score_{name}"] = compute_metrics((logits[rows], np.asarray(labels)[rows]))["vqa_score"]
+        return metrics
+
+    return compute
 
 
 def label_format_for(model) -> str:
@@ -266,11 +341,17 @@ def build_meter(args: ModelArguments, id2label):
             "patch_size": args.patch_size,
         }
     elif args.vision_model_type == "resnet":  # a convolutional tower: its last feature map is the image tokens
+        if args.vision_num_stages < 1 or args.vision_hidden_size % 2 ** (args.vision_num_stages - 1):
+            raise ValueError(
+                f"--vision_hidden_size ({args.vision_hidden_size}) must be divisible by 2 ** (--vision_num_stages - 1) "
+                f"(--vision_num_stages {args.vision_num_stages} >= 1): stage widths double up to it."
+            )
+        widths = [args.vision_hidden_size // 2 ** (args.vision_num_stages - 1 - i) for i in range(args.vision_num_stages)]
         vision_config = {
             "model_type": "resnet",
-            "embedding_size": args.vision_hidden_size // 2,
-            "hidden_sizes": [args.vision_hidden_size // 2, args.vision_hidden_size],
-            "depths": [args.vision_num_layers, args.vision_num_layers],
+            "embedding_size": widths[0],
+            "hidden_sizes": widths,
+            "depths": [args.vision_num_layers] * args.vision_num_stages,
             "layer_type": "basic",
         }
     else:
@@ -278,6 +359,12 @@ def build_meter(args: ModelArguments, id2label):
             f"--vision_model_type must be clip_vision_model, swin or resnet, got {args.vision_model_type!r}."
         )
     text_kwargs = {"num_hidden_layers": args.text_num_layers} if args.text_num_layers else {}
+    if args.freeze_text_tower:  # a frozen tower is a fixed feature extractor: no dropout noise on its features
+        text_kwargs.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    # Unit-gain init of the new weights: every randomly initialised Linear keeps its input's scale. With BERT's 0.02
+    # at width 128 each one shrinks it ~4x, the image -> answer path starts nearly closed, and only answers already
+    # readable from random conv features (colour) are learned; shape questions stay at chance (README, main job).
+    initializer_range = args.initializer_range if args.initializer_range is not None else args.hidden_size**-0.5
     model = hf_vl.MeterForQuestionAnswering.from_text_vision_pretrained(
         text_path,
         vision_config,
@@ -286,6 +373,9 @@ def build_meter(args: ModelArguments, id2label):
         num_attention_heads=args.num_attention_heads,
         intermediate_size=4 * args.hidden_size,
         num_fusion_layers=args.num_fusion_layers,
+        hidden_dropout_prob=args.fusion_dropout,
+        attention_probs_dropout_prob=args.fusion_dropout,
+        initializer_range=initializer_range,
         image_pooling=args.image_pooling,
         id2label=dict(id2label),
         label2id={label: i for i, label in id2label.items()},
@@ -378,6 +468,8 @@ def main():
     if model_args.freeze_text_tower and hasattr(model.base_model, "text_model"):  # LXMERT's text layers are new
         for param in model.base_model.text_model.parameters():
             param.requires_grad = False
+        if model_args.cache_text_features:  # a frozen, dropout-free tower: each distinct question is encoded once
+            FrozenEncoderCache(model.base_model.text_model)
     region_model = isinstance(processor, RegionProcessor)
     if data_args.region_features_path or data_args.eval_region_features_path:
         if not region_model:
@@ -386,10 +478,23 @@ def main():
     region_columns = region_model and all(column in train.column_names for column in REGION_COLUMNS)
     label_format = label_format_for(model)
     label2id = {label: int(i) for i, label in id2label.items()}
+    cache_images = data_args.cache_images and not region_model and all(
+        isinstance(split.features.get(data_args.image_column), datasets.Image) for split in (train, evaluation)
+    )
+    if cache_images:  # the collator decodes (once per image), keyed by the file path or the bytes
+        train, evaluation = (split.cast_column(data_args.image_column, datasets.Image(decode=False))
+                             for split in (train, evaluation))  # fmt: skip
     collator = VqaCollator(
         processor, label2id, data_args.image_column, data_args.question_column, data_args.answers_column,
         data_args.max_text_length, label_format=label_format, region_columns=region_columns,
+        cache_images=cache_images,
     )
+    compute_metrics = compute_index_label_metrics if label_format == "index" else compute_vqa_metrics
+    if data_args.question_type_column is not None:
+        compute_metrics = with_scores_per_type(compute_metrics, evaluation[data_args.question_type_column])
+    elif data_args.dataset_name is None:  # easy-VQA: the type follows from the (single) answer
+        types = [easy_vqa_question_type(answers[0]) for answers in evaluation[data_args.answers_column]]
+        compute_metrics = with_scores_per_type(compute_metrics, types)
     if region_model and training_args.process_index == 0:
         print(f"Region inputs: {'precomputed region columns' if region_columns else 'extracted from the raw images'}; "
               f"labels: {label_format}")
@@ -414,7 +519,7 @@ def main():
         eval_dataset=evaluation,
         data_collator=collator,
         optimizers=(optimizer, None),
-        compute_metrics=compute_index_label_metrics if label_format == "index" else compute_vqa_metrics,
+        compute_metrics=compute_metrics,
     )
     if training_args.do_train and (training_args.num_train_epochs > 0 or training_args.max_steps > 0):
         if trainer.is_world_process_zero():
@@ -476,6 +581,10 @@ def main():
             print(f"Pushed to the Hub: {repo_id} ({url})")
         print(f"\nTest VQA accuracy ({data_args.eval_split}, {len(evaluation)} questions): "
               f"{metrics['eval_vqa_score']:.4f}")
+        per_type = {key[len("eval_vqa_score_"):]: value for key, value in metrics.items()
+                    if key.startswith("eval_vqa_score_")}  # fmt: skip
+        if per_type:
+            print("Per question type: " + ", ".join(f"{kind} {value:.4f}" for kind, value in per_type.items()))
         print(f"Hub-ready model folder: {os.path.abspath(output_dir)}  (wall time {elapsed / 60:.1f} min)")
     return metrics
 
