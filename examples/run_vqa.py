@@ -43,7 +43,7 @@ from transformers import (
     set_seed,
 )
 
-from transformers.trainer_utils import get_last_checkpoint
+from transformers.trainer_utils import EvalPrediction, get_last_checkpoint
 
 import hf_vl
 from hf_vl.data import (
@@ -249,7 +249,8 @@ def with_scores_per_type(compute_metrics, question_types):
         for kind in sorted(set(types.tolist())):
             rows = types == kind
             name = "".join(char if char.isalnum() else "_" for char in str(kind))
-            metrics[f"vqa_score_{name}"] = compute_metrics((logits[rows], np.asarray(labels)[rows]))["vqa_score"]
+            subset = EvalPrediction(predictions=logits[rows], label_ids=np.asarray(labels)[rows])
+            metrics[f"vqa_score_{name}"] = compute_metrics(subset)["vqa_score"]
         return metrics
 
     return compute
@@ -266,6 +267,8 @@ def label_format_for(model) -> str:
 
 def compute_index_label_metrics(eval_pred):
     """`compute_vqa_metrics` for class-index labels: questions with no in-vocabulary answer (-100) score 0."""
+    if isinstance(eval_pred, (tuple, list)):
+        eval_pred = EvalPrediction(predictions=eval_pred[0], label_ids=eval_pred[1])
     logits, labels = eval_pred.predictions, eval_pred.label_ids
     logits = logits[0] if isinstance(logits, (tuple, list)) else logits
     labels = np.asarray(labels)
