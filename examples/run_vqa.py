@@ -86,8 +86,13 @@ class ModelArguments:
                   "--vision_hidden_size; each stage after the first halves the feature map (64 px, 3 stages: 4x4 "
                   "image tokens)."},
     )
-    hidden_size: int = field(default=128, metadata={"help": "Fusion width."})
-    num_fusion_layers: int = field(default=1)
+    hidden_size: int = field(default=128, metadata={"help": "Fusion width (VLMo: the Multiway Transformer's width)."})
+    num_fusion_layers: int = field(
+        default=1, metadata={"help": "Fusion layers (VLMo: the top blocks with a VL-FFN expert, of --num_hidden_layers)."}
+    )
+    num_hidden_layers: int = field(
+        default=4, metadata={"help": "One-tower models (--model_type vlmo): Multiway Transformer blocks."}
+    )
     num_attention_heads: int = field(default=4)
     fusion_dropout: float = field(default=0.1, metadata={"help": "Dropout of the fusion layers (METER: 0.1)."})
     initializer_range: float | None = field(
@@ -424,6 +429,42 @@ def build_lxmert(args: ModelArguments, id2label):
     return model, processor
 
 
+def build_vlmo(args: ModelArguments, id2label):
+    """A small VLMo trained from scratch: one Multiway Transformer (`--num_hidden_layers` blocks of width
+    `--hidden_size`, VL-FFN experts in the top `--num_fusion_layers`), patch embedding at `--image_size` /
+    `--patch_size`, the uncased WordPiece tokenizer of all-MiniLM-L6-v2 (VLMo's BERT vocabulary). VLMo is pre-LN with
+    its own embeddings, so no layer of the post-LN MiniLM carries over: every weight is new and trains at
+    `--learning_rate`. New weights get std `hidden_size ** -0.5` unless `--initializer_range` says otherwise."""
+    tokenizer = AutoTokenizer.from_pretrained(local_pretrained_path(args.text_model_name_or_path))
+    if not 1 <= args.num_fusion_layers <= args.num_hidden_layers:
+        raise ValueError(
+            f"--num_fusion_layers ({args.num_fusion_layers}) must be in [1, --num_hidden_layers "
+            f"({args.num_hidden_layers})]: VLMo's VL-FFN experts sit in its top blocks."
+        )
+    initializer_range = args.initializer_range if args.initializer_range is not None else args.hidden_size**-0.5
+    config = hf_vl.VlmoConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=args.hidden_size,
+        num_hidden_layers=args.num_hidden_layers,
+        num_attention_heads=args.num_attention_heads,
+        intermediate_size=4 * args.hidden_size,
+        vl_ffn_start_layer=args.num_hidden_layers - args.num_fusion_layers,
+        image_size=args.image_size,
+        patch_size=args.patch_size,
+        hidden_dropout_prob=args.fusion_dropout,
+        drop_path_rate=0.0,
+        embedding_dropout_prob=args.fusion_dropout,
+        initializer_range=initializer_range,
+        num_labels=len(id2label),
+        id2label=dict(id2label),
+        label2id={label: i for i, label in id2label.items()},
+    )
+    model = hf_vl.VlmoForQuestionAnswering(config)
+    image_processor = hf_vl.VlmoImageProcessor(size={"height": args.image_size, "width": args.image_size})
+    processor = hf_vl.VlmoProcessor(image_processor, tokenizer)
+    return model, processor
+
+
 def load_region_checkpoint(path):
     """A folder saved by this script for a region model: `LxmertForQuestionAnswering` + `RegionProcessor`."""
     model = LxmertForQuestionAnswering.from_pretrained(path)
@@ -431,7 +472,7 @@ def load_region_checkpoint(path):
     return model, RegionProcessor.from_pretrained(path)
 
 
-BUILDERS = {"meter": build_meter, "lxmert": build_lxmert}
+BUILDERS = {"meter": build_meter, "lxmert": build_lxmert, "vlmo": build_vlmo}
 
 
 def main():
@@ -507,7 +548,7 @@ def main():
     if not model_args.model_name_or_path:
         prefix = f"{model.base_model_prefix}.text_model."
         pretrained_names = {name for name, _ in model.named_parameters() if name.startswith(prefix)}
-    if pretrained_names is None and not is_hf_vl_model(model):
+    if pretrained_names is None and not hasattr(model.base_model, "pretrained_parameter_names"):
         pretrained_names = set()  # no pretrained towers to single out: every parameter trains at --learning_rate
     optimizer = create_vl_optimizer(
         model, training_args.learning_rate / model_args.new_parameters_lr_multiplier,
@@ -562,16 +603,12 @@ def main():
             intended_uses="Visual question answering over the answer vocabulary in `config.id2label` "
             f"({len(id2label)} answers). A small demonstration model: it answers questions about the simple "
             "synthetic images it was trained on, not natural photographs.",
-            image_size=processor.image_processor.crop_size["height"],
-            normalization="CLIP",
             max_text_len=data_args.max_text_length,
             training_data=f"{'easy-VQA (PyPI package `easy-vqa`)' if data_args.dataset_name is None else data_args.dataset_name}: "
             f"{len(train)} training questions; fine-tuned with `examples/run_vqa.py` (HF Trainer).",
             evaluation_results=f"VQA score on the {data_args.eval_split} split ({len(evaluation)} questions): "
             f"**{metrics['eval_vqa_score']:.4f}**.",
-            provenance="Built with `MeterForQuestionAnswering.from_text_vision_pretrained` from a pretrained text "
-            "encoder and a randomly initialised vision tower, then fine-tuned end to end (text tower frozen: "
-            f"{model_args.freeze_text_tower}).",
+            **model_card_fields(model, processor, model_args),
         )
         save_for_hub(trainer.model, output_dir, processor=processor, model_card=card)
         with open(os.path.join(output_dir, "eval_results.json"), "w") as f:
@@ -590,6 +627,24 @@ def main():
             print("Per question type: " + ", ".join(f"{kind} {value:.4f}" for kind, value in per_type.items()))
         print(f"Hub-ready model folder: {os.path.abspath(output_dir)}  (wall time {elapsed / 60:.1f} min)")
     return metrics
+
+
+def model_card_fields(model, processor, model_args) -> dict:
+    """The architecture-specific fields of the model card template (`hf_vl/model_cards/<model_type>.md`)."""
+    image_processor = processor.image_processor
+    size = getattr(image_processor, "crop_size", None) or getattr(image_processor, "size", None) or {}
+    mean = [round(float(value), 4) for value in getattr(image_processor, "image_mean", [])]
+    normalization = {(0.4815, 0.4578, 0.4082): "CLIP", (0.5, 0.5, 0.5): "mean = std = 0.5 (to [-1, 1])",
+                     (0.485, 0.456, 0.406): "ImageNet"}.get(tuple(mean), f"mean {mean}")  # fmt: skip
+    if model.config.model_type == "vlmo":
+        provenance = ("Built from scratch with `VlmoForQuestionAnswering(VlmoConfig(...))` (every weight randomly "
+                      "initialised; the tokenizer is all-MiniLM-L6-v2's uncased WordPiece), then fine-tuned end to end.")
+    else:
+        provenance = ("Built with `MeterForQuestionAnswering.from_text_vision_pretrained` from a pretrained text "
+                      "encoder and a randomly initialised vision tower, then fine-tuned end to end (text tower frozen: "
+                      f"{model_args.freeze_text_tower}).")
+    return {"image_size": size.get("height", size.get("shortest_edge")), "normalization": normalization,
+            "provenance": provenance}
 
 
 def find_last_checkpoint(training_args, script_args) -> str | None:

@@ -1,0 +1,59 @@
+"""examples/run_vqa.py --model_type vlmo: a short Trainer run builds a VLMo from scratch, saves a Hub-ready folder
+(VLMo's code, full auto_map, processor, filled VLMo model card) that answers through `pipeline()` and evaluates again
+from the saved folder to the same score."""
+
+import json
+import os
+import sys
+
+import pytest
+
+from test_run_vqa import ROOT, SCRIPT, _run
+
+VLMO_ARGS = [
+    "--model_type", "vlmo", "--image_size", "32", "--patch_size", "8", "--hidden_size", "32",
+    "--num_hidden_layers", "2", "--num_fusion_layers", "1", "--num_attention_heads", "4", "--fusion_dropout", "0",
+    "--max_train_samples", "64", "--max_eval_samples", "32", "--max_steps", "3",
+    "--per_device_train_batch_size", "8", "--per_device_eval_batch_size", "16", "--learning_rate", "1e-3",
+    "--report_to", "none", "--save_strategy", "no", "--use_cpu", "true", "--dataloader_num_workers", "0",
+    "--seed", "0",
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    output_dir = tmp_path_factory.mktemp("run_vqa_vlmo") / "vlmo-easy-vqa"
+    log = _run([sys.executable, str(SCRIPT), "--output_dir", str(output_dir), *VLMO_ARGS], cwd=ROOT)
+    return output_dir, log
+
+
+def test_vlmo_run_saves_a_hub_ready_vlmo_folder(trained):
+    output_dir, log = trained
+    files = set(os.listdir(output_dir))
+    assert {"model.safetensors", "config.json", "processor_config.json", "README.md", "modeling_vlmo.py",
+            "configuration_vlmo.py", "processing_vlmo.py", "image_processing_vlmo.py"} <= files
+    config = json.loads((output_dir / "config.json").read_text())
+    assert config["model_type"] == "vlmo" and config["num_hidden_layers"] == 2 and config["vl_ffn_start_layer"] == 1
+    assert config["auto_map"]["AutoModelForVisualQuestionAnswering"] == "modeling_vlmo.VlmoForQuestionAnswering"
+    assert config["initializer_range"] == pytest.approx(32**-0.5)
+    card = (output_dir / "README.md").read_text()
+    assert "$" not in card.split("```bibtex")[0] and "VlmoForQuestionAnswering" in card
+    assert "mean = std = 0.5" in card and "MeterForQuestionAnswering" not in card
+    assert "Training VlmoForQuestionAnswering" in log
+
+
+def test_vlmo_folder_answers_through_the_pipeline_and_re_evaluates(trained, tmp_path):
+    import hf_vl  # noqa: F401  (registers the pipeline task)
+    from PIL import Image
+    from transformers import pipeline
+
+    output_dir, _ = trained
+    answers = pipeline("vl-question-answering", model=str(output_dir))(
+        image=Image.new("RGB", (64, 64), "red"), question="what color is the shape?", top_k=2
+    )
+    assert len(answers) == 2 and {"score", "answer"} <= set(answers[0])
+    log = _run([sys.executable, str(SCRIPT), "--model_name_or_path", str(output_dir), "--output_dir",
+                str(tmp_path / "eval"), "--do_eval", *VLMO_ARGS[VLMO_ARGS.index("--max_eval_samples"):]], cwd=ROOT)
+    first = json.loads((output_dir / "eval_results.json").read_text())["eval_vqa_score"]
+    again = json.loads((tmp_path / "eval" / "eval_results.json").read_text())["eval_vqa_score"]
+    assert abs(first - again) < 1e-6, log[-2000:]
