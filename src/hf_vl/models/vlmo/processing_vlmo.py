@@ -10,7 +10,34 @@ the longest, `padding=True`) text works as well; the processor still pads to `ma
 This file is shipped to the Hub as remote code: it imports only the public `transformers` API.
 """
 
+from typing import Any
+
 from transformers.processing_utils import ProcessorMixin
+
+from .image_processing_vlmo import flatten_images
+
+
+# Copied from hf_vl.models.meter.processing_meter.validate_text_input
+def validate_text_input(text: Any, argument: str = "text") -> list[str]:
+    """The one rule for text inputs: a non-empty string, or a non-empty list/tuple of non-empty strings.
+
+    Returns the texts as a list; raises a `TypeError`/`ValueError` naming `argument` (or the entry, `text[1]`).
+    """
+    if isinstance(text, str):
+        texts, names = [text], [argument]
+    elif isinstance(text, (list, tuple)):
+        if len(text) == 0:
+            raise ValueError(f"`{argument}` is an empty list: pass at least one string.")
+        texts, names = list(text), [f"{argument}[{index}]" for index in range(len(text))]
+    else:
+        raise TypeError(f"`{argument}` must be a string or a list of strings; got {type(text).__name__}.")
+    for name, sample in zip(names, texts):
+        if not isinstance(sample, str):
+            raise TypeError(f"`{name}` must be a string; got {type(sample).__name__}.")
+        if not sample.strip():
+            raise ValueError(f"`{name}` must be a non-empty string; got {sample!r}.")
+    return texts
+
 
 
 class VlmoProcessor(ProcessorMixin):
@@ -43,18 +70,23 @@ class VlmoProcessor(ProcessorMixin):
         super().__init__(image_processor, tokenizer, **kwargs)
 
     def validate_inputs(self, images=None, text=None, videos=None, audio=None, **kwargs):
-        super().validate_inputs(images=images, text=text, videos=videos, audio=audio, **kwargs)
-        if images is not None and text is not None:
-            num_texts = 1 if isinstance(text, str) else len(text)
-            if isinstance(images, (list, tuple)):
-                num_images = len(images)
-            else:  # one image, or a (batch, H, W, C) / (batch, C, H, W) array
-                num_images = images.shape[0] if getattr(images, "ndim", 3) == 4 else 1
-            if num_texts != num_images:
-                raise ValueError(
-                    f"`text` and `images` must describe the same number of examples; got {num_texts} text(s) and "
-                    f"{num_images} image example(s)."
-                )
+        """At least one of `images` / `text`; `text` a non-empty string or list of them; `images` by the image
+        processor's rules (one image, one per example, or equally long lists per example); as many texts as image
+        examples. Errors name the argument."""
+        if images is None and text is None:
+            raise ValueError("You have to specify at least one input: `images` or `text`.")
+        if videos is not None or audio is not None:
+            raise ValueError(f"{type(self).__name__} takes `images` and `text`; got `videos` or `audio`.")
+        num_texts = None if text is None else len(validate_text_input(text, "text"))
+        if images is None:
+            return
+        flat = flatten_images(images, "images")
+        num_images = (len(flat.images) // (flat.per_example or 1)) if flat.batched else 1
+        if num_texts is not None and num_texts != num_images:
+            raise ValueError(
+                f"`text` and `images` must describe the same number of examples; got {num_texts} text(s) and "
+                f"{num_images} image example(s)."
+            )
 
     def _process_images(self, images, **kwargs):
         """NLVR2 examples carry several images: a list of equally long image lists gives `pixel_values` of shape
