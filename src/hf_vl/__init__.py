@@ -25,6 +25,17 @@ from .auto import (
     AutoModelForImagesAndTextClassification,
     AutoModelForImageTextClassification,
 )
+from .models.adaptive_lxmert import (
+    AdaptiveLxmertConfig,
+    AdaptiveLxmertForPreTraining,
+    AdaptiveLxmertForPreTrainingOutput,
+    AdaptiveLxmertForQuestionAnswering,
+    AdaptiveLxmertForQuestionAnsweringOutput,
+    AdaptiveLxmertModel,
+    AdaptiveLxmertModelOutput,
+    AdaptiveLxmertPreTrainedModel,
+    AdaptiveLxmertProcessor,
+)
 from .models.meter import (
     MeterClassifierOutput,
     MeterConfig,
@@ -71,12 +82,30 @@ from .models.vlmo import (
     VlmoProcessor,
     VlmoRetrievalOutput,
 )
+from .models.switch_bert import (
+    SwitchBertClassifierOutput,
+    SwitchBertConfig,
+    SwitchBertForImageAndTextRetrieval,
+    SwitchBertForPreTraining,
+    SwitchBertForPreTrainingOutput,
+    SwitchBertForQuestionAnswering,
+    SwitchBertForReferringExpression,
+    SwitchBertModel,
+    SwitchBertModelOutput,
+    SwitchBertPreTrainedModel,
+    SwitchBertProcessor,
+)
 
 __version__ = "0.1.0"
 
 
 # (Auto class, hf_vl class) pairs; transformers' own Auto classes also go into a saved checkpoint's `auto_map`.
 MODEL_AUTO_CLASSES = {
+    "adaptive_lxmert": (
+        (AutoModel, AdaptiveLxmertModel),
+        (AutoModelForPreTraining, AdaptiveLxmertForPreTraining),
+        (AutoModelForVisualQuestionAnswering, AdaptiveLxmertForQuestionAnswering),
+    ),
     "meter": (
         (AutoModel, MeterModel),
         (AutoModelForPreTraining, MeterForPreTraining),
@@ -101,6 +130,12 @@ MODEL_AUTO_CLASSES = {
         (AutoModelForMultipleChoice, InterBertForMultipleChoice),
         (AutoModelForSequenceClassification, InterBertForSequenceClassification),
         (AutoModelForImageAndTextRetrieval, InterBertForImageAndTextRetrieval),
+    ),
+    "switch_bert": (
+        (AutoModel, SwitchBertModel),
+        (AutoModelForPreTraining, SwitchBertForPreTraining),
+        (AutoModelForVisualQuestionAnswering, SwitchBertForQuestionAnswering),
+        (AutoModelForImageAndTextRetrieval, SwitchBertForImageAndTextRetrieval),
     ),
 }
 
@@ -140,14 +175,41 @@ def _register_interbert() -> None:
     AutoProcessor.register(InterBertConfig, InterBertProcessor, exist_ok=True)
 
 
+def _register_switch_bert() -> None:
+    AutoConfig.register("switch_bert", SwitchBertConfig, exist_ok=True)
+    for auto_class, model_class in MODEL_AUTO_CLASSES["switch_bert"]:
+        auto_class.register(SwitchBertConfig, model_class, exist_ok=True)
+    # precomputed regions; raw images go through hf_vl.regions.RegionProcessor (its extractor holds weights)
+    AutoProcessor.register(SwitchBertConfig, SwitchBertProcessor, exist_ok=True)
+
+
+def _register_adaptive_lxmert() -> None:
+    AutoConfig.register("adaptive_lxmert", AdaptiveLxmertConfig, exist_ok=True)
+    for auto_class, model_class in MODEL_AUTO_CLASSES["adaptive_lxmert"]:
+        auto_class.register(AdaptiveLxmertConfig, model_class, exist_ok=True)
+    # precomputed regions; raw images go through hf_vl.regions.RegionProcessor (its extractor holds weights)
+    AutoProcessor.register(AdaptiveLxmertConfig, AdaptiveLxmertProcessor, exist_ok=True)
+
+
+_register_adaptive_lxmert()
 _register_meter()
 _register_vlmo()
 _register_interbert()
+_register_switch_bert()
 register_pipelines()
 
 __all__ = [
     "PIPELINE_TASKS",
     "register_pipelines",
+    "AdaptiveLxmertConfig",
+    "AdaptiveLxmertForPreTraining",
+    "AdaptiveLxmertForPreTrainingOutput",
+    "AdaptiveLxmertForQuestionAnswering",
+    "AdaptiveLxmertForQuestionAnsweringOutput",
+    "AdaptiveLxmertModel",
+    "AdaptiveLxmertModelOutput",
+    "AdaptiveLxmertPreTrainedModel",
+    "AdaptiveLxmertProcessor",
     "AutoModelForImageAndTextRetrieval",
     "AutoModelForImagesAndTextClassification",
     "AutoModelForImageTextClassification",
@@ -191,4 +253,15 @@ __all__ = [
     "VlmoPreTrainedModel",
     "VlmoProcessor",
     "VlmoRetrievalOutput",
+    "SwitchBertClassifierOutput",
+    "SwitchBertConfig",
+    "SwitchBertForImageAndTextRetrieval",
+    "SwitchBertForPreTraining",
+    "SwitchBertForPreTrainingOutput",
+    "SwitchBertForQuestionAnswering",
+    "SwitchBertForReferringExpression",
+    "SwitchBertModel",
+    "SwitchBertModelOutput",
+    "SwitchBertPreTrainedModel",
+    "SwitchBertProcessor",
 ]

@@ -3,7 +3,9 @@
 import importlib.util
 import os
 
+from .adaptive_lxmert_callbacks import AdaptiveLxmertClampCallback, AdaptiveLxmertStructureCallback
 from .optimization import create_vl_optimizer, pretrained_parameter_names, vl_parameter_groups
+from .switch_bert_callbacks import GumbelTemperatureCallback
 
 _LOCAL_MODELS = {
     # model name -> (PyPI distribution's import name, folder inside it)
@@ -28,4 +30,12 @@ def local_pretrained_path(name: str) -> str:
     return os.path.join(os.path.dirname(spec.origin), folder)
 
 
-__all__ = ["create_vl_optimizer", "local_pretrained_path", "pretrained_parameter_names", "vl_parameter_groups"]
+__all__ = [
+    "AdaptiveLxmertClampCallback",
+    "AdaptiveLxmertStructureCallback",
+    "GumbelTemperatureCallback",
+    "create_vl_optimizer",
+    "local_pretrained_path",
+    "pretrained_parameter_names",
+    "vl_parameter_groups",
+]
