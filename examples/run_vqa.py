@@ -32,6 +32,7 @@ import datasets
 import numpy as np
 import torch
 from transformers import (
+    AutoModel,
     AutoModelForVisualQuestionAnswering,
     AutoProcessor,
     AutoTokenizer,
@@ -465,14 +466,58 @@ def build_vlmo(args: ModelArguments, id2label):
     return model, processor
 
 
+def _build_from_bert(model_class, args: ModelArguments, id2label, **config_kwargs):
+    """A single-stream region model initialised from the pretrained text tower (all-MiniLM-L6-v2: its embeddings and
+    first `--text_num_layers` layers) + the grid-region route of `build_lxmert` (a `GridFeatureExtractor` on the raw
+    images, 4-d boxes). Every parameter trains, at `--learning_rate`."""
+    text_path = local_pretrained_path(args.text_model_name_or_path)
+    tokenizer = AutoTokenizer.from_pretrained(text_path)
+    extractor = GridFeatureExtractor(
+        image_size=args.region_image_size, grid_size=args.region_grid_size, pos_dim=4,
+        projection_dim=args.region_projection_dim,
+    )  # fmt: skip
+    bert = AutoModel.from_pretrained(text_path, add_pooling_layer=False)
+    if args.text_num_layers:
+        bert.encoder.layer = bert.encoder.layer[: args.text_num_layers]
+        bert.config.num_hidden_layers = args.text_num_layers
+    model = model_class.from_bert_pretrained(
+        bert, visual_feat_dim=extractor.feature_dim, visual_pos_dim=extractor.pos_dim,
+        hidden_dropout_prob=args.fusion_dropout, attention_probs_dropout_prob=args.fusion_dropout,
+        num_labels=len(id2label), id2label=dict(id2label), label2id={label: i for i, label in id2label.items()},
+        **config_kwargs,
+    )  # fmt: skip
+    processor = RegionProcessor(tokenizer, extractor)
+    processor.check_compatible(model.config)
+    return model, processor
+
+
+def build_interbert(args: ModelArguments, id2label):
+    """InterBERT from all-MiniLM-L6-v2 (interaction module + text extractor split its layers) on grid regions."""
+    return _build_from_bert(hf_vl.InterBertForQuestionAnswering, args, id2label,
+                            pooler_size=args.hidden_size, classifier_dropout_prob=0.0)  # fmt: skip
+
+
+def build_switch_bert(args: ModelArguments, id2label):
+    """Switch-BERT from all-MiniLM-L6-v2 (the paper initialises from BERT) on grid regions, switchers on."""
+    return _build_from_bert(hf_vl.SwitchBertForQuestionAnswering, args, id2label, pooler_size=args.hidden_size,
+                            qa_hidden_size=2 * args.hidden_size, classifier_dropout_prob=0.0)  # fmt: skip
+
+
 def load_region_checkpoint(path):
-    """A folder saved by this script for a region model: `LxmertForQuestionAnswering` + `RegionProcessor`."""
-    model = LxmertForQuestionAnswering.from_pretrained(path)
-    model.accepts_loss_kwargs = False
+    """A folder saved by this script for a region model: the model (transformers' `LxmertForQuestionAnswering`, or an
+    hf_vl region model through `AutoModelForVisualQuestionAnswering`) + its `RegionProcessor`."""
+    with open(os.path.join(path, "config.json")) as f:
+        model_type = json.load(f).get("model_type")
+    if model_type == "lxmert":
+        model = LxmertForQuestionAnswering.from_pretrained(path)
+        model.accepts_loss_kwargs = False
+    else:
+        model = AutoModelForVisualQuestionAnswering.from_pretrained(path)
     return model, RegionProcessor.from_pretrained(path)
 
 
-BUILDERS = {"meter": build_meter, "lxmert": build_lxmert, "vlmo": build_vlmo}
+BUILDERS = {"meter": build_meter, "lxmert": build_lxmert, "vlmo": build_vlmo, "interbert": build_interbert,
+            "switch_bert": build_switch_bert}
 
 
 def main():
@@ -585,7 +630,10 @@ def main():
     elapsed = time.time() - start
     if "eval_vqa_score" not in metrics:  # --do_train only: save the trained model, no score to report
         if trainer.is_world_process_zero() and is_hf_vl_model(trainer.model):
-            save_for_hub(trainer.model, training_args.output_dir, processor=processor)
+            region = isinstance(processor, RegionProcessor)  # its extractor is hf_vl code: saved beside, not as code
+            save_for_hub(trainer.model, training_args.output_dir, processor=None if region else processor)
+            if region:
+                processor.save_pretrained(training_args.output_dir)
         elif trainer.is_world_process_zero():
             trainer.save_model()
             processor.save_pretrained(training_args.output_dir)
@@ -610,7 +658,11 @@ def main():
             f"**{metrics['eval_vqa_score']:.4f}**.",
             **model_card_fields(model, processor, model_args),
         )
-        save_for_hub(trainer.model, output_dir, processor=processor, model_card=card)
+        if isinstance(processor, RegionProcessor):  # its region extractor is hf_vl code, not the model folder's
+            save_for_hub(trainer.model, output_dir, model_card=card)
+            processor.save_pretrained(output_dir)
+        else:
+            save_for_hub(trainer.model, output_dir, processor=processor, model_card=card)
         with open(os.path.join(output_dir, "eval_results.json"), "w") as f:
             json.dump({**metrics, "wall_time_s": elapsed}, f, indent=2)
         if push_to_hub:
@@ -631,12 +683,28 @@ def main():
 
 def model_card_fields(model, processor, model_args) -> dict:
     """The architecture-specific fields of the model card template (`hf_vl/model_cards/<model_type>.md`)."""
+    config = model.config
+    if isinstance(processor, RegionProcessor):  # region models: the card documents the region inputs
+        fields = {
+            "tokenizer_id": f"<user>/{config.model_type}-easy-vqa (the tokenizer is saved with the model)",
+            "visual_feat_dim": config.visual_feat_dim, "visual_pos_dim": config.visual_pos_dim,
+            "global_region": "prepended by the model" if getattr(config, "prepend_global_region", True)
+            else "expected in row 0 of the inputs",
+            "provenance": f"Built with `{type(model).__name__}.from_bert_pretrained` from all-MiniLM-L6-v2 (its "
+            f"embeddings and first {model_args.text_num_layers or 'all'} layers; regions, heads and the rest are new) "
+            "on the grid regions of `hf_vl.regions.GridFeatureExtractor`, then fine-tuned end to end.",
+        }  # fmt: skip
+        if config.model_type == "switch_bert":
+            fields["switch_top_k"] = config.switch_top_k
+            fields["learned_architectures"] = ("see `hf_vl.training.switch_bert_architectures` to count and draw the "
+                                               "learned routing on your data")
+        return fields
     image_processor = processor.image_processor
     size = getattr(image_processor, "crop_size", None) or getattr(image_processor, "size", None) or {}
     mean = [round(float(value), 4) for value in getattr(image_processor, "image_mean", [])]
     normalization = {(0.4815, 0.4578, 0.4082): "CLIP", (0.5, 0.5, 0.5): "mean = std = 0.5 (to [-1, 1])",
                      (0.485, 0.456, 0.406): "ImageNet"}.get(tuple(mean), f"mean {mean}")  # fmt: skip
-    if model.config.model_type == "vlmo":
+    if config.model_type == "vlmo":
         provenance = ("Built from scratch with `VlmoForQuestionAnswering(VlmoConfig(...))` (every weight randomly "
                       "initialised; the tokenizer is all-MiniLM-L6-v2's uncased WordPiece), then fine-tuned end to end.")
     else:
