@@ -118,9 +118,10 @@ def test_alpha_is_clamped_at_forward_and_by_the_clamp_method():
 # ------------------------------------------------------------------------------------------------------ adaptive span
 
 
-def _span_model(span_init=0.3, ramp=2.0, entmax_on=False, max_span=1024):
+def _span_model(span_init=0.3, ramp=2.0, entmax_on=False, max_span=1024, anchor="last"):
     config = AdaptiveLxmertConfig(**TINY, adaptive_span=True, adaptive_span_init=span_init, adaptive_span_ramp=ramp,
-                                  attention_entmax=entmax_on, adaptive_span_max_span=max_span)
+                                  attention_entmax=entmax_on, adaptive_span_max_span=max_span,
+                                  adaptive_span_anchor=anchor)
     return AdaptiveLxmertModel(config).eval()
 
 
@@ -152,11 +153,12 @@ def _reference_attention(query, key, value, mask, span_mask, normalise):
     return (probs @ value).transpose(1, 2), probs
 
 
+@pytest.mark.parametrize("anchor", ["last", "first"])
 @pytest.mark.parametrize("entmax_on, implementation", [(False, "eager"), (False, "sdpa"), (True, "eager")])
-def test_truncated_span_attention_equals_the_full_computation(entmax_on, implementation):
+def test_truncated_span_attention_equals_the_full_computation(entmax_on, implementation, anchor):
     """Through the module (softmax + span: an additive log-mask over the kept keys, any backend; entmax: eager),
     against the paper's formula over every key: normalise, multiply by the span mask, renormalise."""
-    model = _span_model(entmax_on=entmax_on)
+    model = _span_model(entmax_on=entmax_on, anchor=anchor)
     model.config._attn_implementation = implementation
     attention = model.encoder.layer[0].attention.self
     with torch.no_grad():
@@ -164,11 +166,12 @@ def test_truncated_span_attention_equals_the_full_computation(entmax_on, impleme
     generator = torch.Generator().manual_seed(0)
     hidden, context = torch.randn(2, 6, 32, generator=generator), torch.randn(2, 10, 32, generator=generator)
     mask = torch.zeros(2, 1, 1, 10)
-    mask[1, ..., :2] = MASK  # padding at the front stays outside the span anyway
-    mask[0, ..., -1] = MASK  # a padded key inside the span
+    mask[1, ..., :2] = MASK  # padded keys at both ends: one end inside the span, the other outside
+    mask[0, ..., -1] = MASK
     keep, span_mask = attention.span_mask(10)
     assert keep < 10
-    full_span = torch.cat([torch.zeros(4, 10 - keep), span_mask], dim=1)
+    outside = torch.zeros(4, 10 - keep)
+    full_span = torch.cat([outside, span_mask] if anchor == "last" else [span_mask, outside], dim=1)
     heads = lambda t: t.view(2, -1, 4, 8).transpose(1, 2)  # noqa: E731  (B, L, H * D) -> (B, H, L, D)
     query, key, value = heads(attention.query(hidden)), heads(attention.key(context)), heads(attention.value(context))
     normalise = attention.normalize if entmax_on else (lambda scores: scores.softmax(-1))
@@ -209,6 +212,18 @@ def test_truncation_saves_attention_flops_and_spans_are_introspectable():
     assert full["effective"] == full["dense"]
     spans = model.learned_spans(num_keys=20)
     assert len(spans) == 9 and all(torch.allclose(v, torch.full((4,), 1.0)) for v in spans.values())
+
+
+def test_first_key_anchor_counts_distances_from_the_first_key():
+    attention = _span_model(ramp=2.0, anchor="first").encoder.layer[0].attention.self
+    with torch.no_grad():
+        attention.span_fraction.copy_(torch.tensor([0.0, 0.25, 0.1, 0.0]))
+    keep, mask = attention.span_mask(8)
+    assert keep == 4 and attention.kept_keys(8, keep) == slice(0, 4)
+    distance = torch.arange(4.0)  # key j sits j from the first key
+    torch.testing.assert_close(mask, ((2.0 + torch.tensor([0.0, 2.0, 0.8, 0.0])[:, None] - distance) / 2.0).clamp(0, 1))
+    padded = attention.pad_to_all_keys(torch.ones(1, 4, 3, keep), 8)
+    assert padded[..., :4].eq(1).all() and padded[..., 4:].eq(0).all()
 
 
 def test_max_span_caps_the_span_in_keys():

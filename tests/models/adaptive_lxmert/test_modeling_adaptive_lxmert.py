@@ -172,8 +172,10 @@ class AdaptiveLxmertSpanEntmaxModelTest(ModelTesterMixin, unittest.TestCase):
 
 
 class AdaptiveLxmertSpanModelTest(ModelTesterMixin, unittest.TestCase):
-    """Span with softmax: an additive log-mask over the kept keys, so `attn_implementation="sdpa"` runs it for real
-    (the sdpa check compares two backends here, not a fallback)."""
+    """Span with softmax, distances counted from the first key: an additive log-mask over the kept keys, so
+    `attn_implementation="sdpa"` runs it for real (the sdpa check compares two backends, not a fallback). With a
+    `max_span` no longer than the texts (z = span * min(K, max_span) then ignores K), appended padding leaves every
+    distance and span, hence every output, unchanged even for short spans."""
 
     all_model_classes = ALL_CLASSES
     auto_class_mapping = AUTO_CLASSES
@@ -182,12 +184,8 @@ class AdaptiveLxmertSpanModelTest(ModelTesterMixin, unittest.TestCase):
 
     def setUp(self):
         self.model_tester = AdaptiveLxmertModelTester(self, adaptive_span=True, adaptive_span_init=0.3,
-                                                      adaptive_span_ramp=2.0)
-
-    def test_padding_does_not_change_outputs(self):
-        """As for span + entmax: a span covering every key makes appended padding irrelevant."""
-        self.model_tester = AdaptiveLxmertModelTester(self, adaptive_span=True, adaptive_span_init=1.0)
-        super().test_padding_does_not_change_outputs()
+                                                      adaptive_span_ramp=2.0, adaptive_span_anchor="first",
+                                                      adaptive_span_max_span=6)
 
 
 # ------------------------------------------------------------------------------------------------- parity with LXMERT
@@ -335,7 +333,7 @@ def test_unknown_kwarg_hint():
 
 @pytest.mark.parametrize(
     "field, value",
-    [("adaptive_span_ramp", 0.0), ("entmax_alpha_init", 1.0), ("entmax_alpha_init", 2.5), ("cross_layerdrop", 1.0),
+    [("adaptive_span_ramp", 0.0), ("adaptive_span_anchor", "middle"), ("entmax_alpha_init", 1.0), ("entmax_alpha_init", 2.5), ("cross_layerdrop", 1.0),
      ("language_layerdrop", -0.1), ("num_attention_heads", 5), ("adaptive_span", "yes"), ("l_layers", -1)],
 )
 def test_bad_config_values_name_the_field(field, value):

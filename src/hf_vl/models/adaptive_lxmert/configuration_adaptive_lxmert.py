@@ -56,11 +56,16 @@ class AdaptiveLxmertConfig(PreTrainedConfig):
 
         adaptive_span (`bool`, defaults to `False`): learn one attention span per head in every attention module
             (Sukhbaatar et al. 2019). The soft mask over a key at distance `x` is `clamp((R + z - x) / R, 0, 1)`;
-            as in the released code the distance of key `j` among `K` keys is `K - 1 - j` (counted from the last key)
-            and the span is `z = span * min(K, adaptive_span_max_span)` with `span` the learned fraction in [0, 1].
+            as in the released code the distance of key `j` among `K` keys is `K - 1 - j` (counted from the last key;
+            see `adaptive_span_anchor`) and the span is `z = span * min(K, adaptive_span_max_span)` with `span` the
+            learned fraction in [0, 1].
             The mask is applied to the attention probabilities, which are then renormalised (with softmax: an additive
             `log m` mask, so any attention backend runs it); keys the mask zeroes for every head are not computed at
             all (with entmax every score is still needed for its threshold: only the value product is cut).
+        adaptive_span_anchor (`str`, defaults to `"last"`): where the span distance is counted from. `"last"` (the
+            released code): key `j` of `K` is `K - 1 - j` from the last key, so a short span covers the last keys;
+            `"first"`: `j` from the first key, so a short span covers the first keys ([CLS] and the words of
+            right-padded text, the most confident regions of confidence-sorted detector outputs).
         adaptive_span_max_span (`int`, defaults to 1024): the largest span in keys (`attn_span` of the code).
         adaptive_span_ramp (`float`, defaults to 4): the ramp `R` of the soft mask, in keys.
         adaptive_span_init (`float`, defaults to 0.002): initial span fraction.
@@ -123,6 +128,7 @@ class AdaptiveLxmertConfig(PreTrainedConfig):
     pad_token_id: int | None = 0
     tie_word_embeddings: bool = True
     adaptive_span: bool = False
+    adaptive_span_anchor: str = "last"
     adaptive_span_max_span: int = 1024
     adaptive_span_ramp: float = 4.0
     adaptive_span_init: float = 0.002
@@ -180,6 +186,9 @@ class AdaptiveLxmertConfig(PreTrainedConfig):
         for name in ("initializer_range", "visual_loss_normalizer", "adaptive_span_loss_coeff"):
             _check_float(name, getattr(self, name), 0.0, None)
         _check_float("adaptive_span_ramp", self.adaptive_span_ramp, 0.0, None, low_open=True)
+        if self.adaptive_span_anchor not in ("last", "first"):
+            raise ValueError(f"`adaptive_span_anchor` must be 'last' (distance from the last key, as the released "
+                             f"code) or 'first', got {self.adaptive_span_anchor!r}.")
         _check_float("entmax_alpha_init", self.entmax_alpha_init, 1.0, 2.0, low_open=True)
         if self.entmax_learn_alpha and self.attention_entmax and self.entmax_alpha_init < 1.01:
             raise ValueError(f"`entmax_alpha_init` must be in [1.01, 2] for a learnable alpha, got "

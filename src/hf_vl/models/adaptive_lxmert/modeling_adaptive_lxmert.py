@@ -339,16 +339,18 @@ def adaptive_attention_forward(
     num_keys = key.shape[-2]
     keep, span_mask = num_keys, None
     if module.config.adaptive_span:
-        keep, span_mask = module.span_mask(num_keys)  # (H, keep)
+        keep, span_mask = module.span_mask(num_keys)  # (H, keep), over the keys `module.kept_keys(num_keys, keep)`
     if module.config.attention_entmax:
         scores = torch.matmul(query, key.transpose(2, 3)) * scaling  # (B, H, Lq, K)
         if attention_mask is not None:
             scores = scores + attention_mask
-        probs = module.normalize(scores)[..., num_keys - keep:]  # (B, H, Lq, keep)
+        kept = module.kept_keys(num_keys, keep)
+        probs = module.normalize(scores)[..., kept]  # (B, H, Lq, keep)
     else:
-        key = key[..., num_keys - keep:, :]  # (B, H, keep, D): keys outside every head's span are never scored
+        kept = module.kept_keys(num_keys, keep)
+        key = key[..., kept, :]  # (B, H, keep, D): keys outside every head's span are never scored
         if attention_mask is not None:
-            attention_mask = attention_mask[..., num_keys - keep:]
+            attention_mask = attention_mask[..., kept]
         scores = torch.matmul(query, key.transpose(2, 3)) * scaling  # (B, H, Lq, keep)
         if attention_mask is not None:
             scores = scores + attention_mask
@@ -358,9 +360,9 @@ def adaptive_attention_forward(
         probs = probs * span_mask[None, :, None, :].to(probs.dtype)
         probs = probs / (probs.sum(-1, keepdim=True) + _SPAN_RENORM_EPS)
     probs = nn.functional.dropout(probs, p=dropout, training=module.training)
-    attn_output = torch.matmul(probs, value[..., num_keys - keep:, :]).transpose(1, 2).contiguous()  # (B, Lq, H, D)
+    attn_output = torch.matmul(probs, value[..., kept, :]).transpose(1, 2).contiguous()  # (B, Lq, H, D)
     if keep < num_keys and kwargs.get("output_attentions"):
-        probs = F.pad(probs, (num_keys - keep, 0))  # report every key (zeros outside the span)
+        probs = module.pad_to_all_keys(probs, num_keys)  # report every key (zeros outside the span)
     return attn_output, probs
 
 
@@ -386,12 +388,23 @@ class AdaptiveLxmertAttention(nn.Module):
         if config.attention_entmax and config.entmax_learn_alpha:
             self.entmax_alpha = nn.Parameter(torch.full((self.num_attention_heads,), config.entmax_alpha_init))
 
-    def span_mask(self, num_keys: int) -> tuple[int, torch.Tensor]:
-        """`(keep, mask)`: the number of trailing keys any head can see and the soft mask `(heads, keep)` over them.
+    def kept_keys(self, num_keys: int, keep: int) -> slice:
+        """The keys a span of `keep` keys lets through: the last ones (`adaptive_span_anchor="last"`) or the first."""
+        return slice(num_keys - keep, num_keys) if self.config.adaptive_span_anchor == "last" else slice(0, keep)
 
-        Key `j` of `num_keys` is at distance `x = num_keys - 1 - j`; the span in keys is `z = span * min(num_keys,
-        max_span)`; `m(x) = clamp((R + z - x) / R, 0, 1)` is zero for `x >= z + R`, so only `ceil(max z + R)` keys are
-        kept (all keys under `torch.compile`, which cannot read the span value).
+    def pad_to_all_keys(self, probs: torch.Tensor, num_keys: int) -> torch.Tensor:
+        """Attention weights over the kept keys -> over all `num_keys` keys (zeros outside the span)."""
+        missing = num_keys - probs.shape[-1]
+        return F.pad(probs, (missing, 0) if self.config.adaptive_span_anchor == "last" else (0, missing))
+
+    def span_mask(self, num_keys: int) -> tuple[int, torch.Tensor]:
+        """`(keep, mask)`: the number of keys any head can see and the soft mask `(heads, keep)` over them (the keys
+        `kept_keys(num_keys, keep)`, in order).
+
+        Key `j` of `num_keys` is at distance `x = num_keys - 1 - j` from the last key (`adaptive_span_anchor="last"`,
+        the released code) or `x = j` from the first; the span in keys is `z = span * min(num_keys, max_span)`;
+        `m(x) = clamp((R + z - x) / R, 0, 1)` is zero for `x >= z + R`, so only `ceil(max z + R)` keys are kept (all
+        keys under `torch.compile`, which cannot read the span value).
         """
         ramp = float(self.config.adaptive_span_ramp)
         limit = min(num_keys, self.config.adaptive_span_max_span)
@@ -400,7 +413,9 @@ class AdaptiveLxmertAttention(nn.Module):
             keep = min(num_keys, math.ceil(limit + ramp))
         else:
             keep = min(num_keys, max(1, math.ceil(float(spans.detach().max()) + ramp)))
-        distance = torch.arange(keep - 1, -1, -1, device=spans.device, dtype=spans.dtype)  # (keep,)
+        distance = torch.arange(keep, device=spans.device, dtype=spans.dtype)  # (keep,) distance of each kept key
+        if self.config.adaptive_span_anchor == "last":
+            distance = distance.flip(0)
         mask = ((ramp + spans[:, None] - distance[None, :]) / ramp).clamp(0.0, 1.0)  # (H, keep)
         return keep, mask
 
@@ -456,23 +471,24 @@ class AdaptiveLxmertAttention(nn.Module):
             **kwargs,
         )
         if attn_weights is not None and attn_weights.shape[-1] < num_keys:
-            attn_weights = F.pad(attn_weights, (num_keys - attn_weights.shape[-1], 0))  # zeros outside the span
+            attn_weights = self.pad_to_all_keys(attn_weights, num_keys)  # zeros outside the span
         return attn_output.reshape(*input_shape, -1).contiguous(), attn_weights
 
     def _span_as_additive_mask(self, key, value, attention_mask):
         """Adaptive span with softmax through any attention backend: the masked, renormalised probabilities
         `p m / sum(p m)` are `softmax(scores + log m)` (Sukhbaatar et al.'s 1e-8 guard aside), so the span becomes an
-        additive `(1, heads, 1, keep)` mask over the `keep` trailing keys it lets through (the others are dropped)."""
+        additive `(1, heads, 1, keep)` mask over the `keep` keys it lets through (the others are dropped)."""
         num_keys = key.shape[-2]
         keep, span_mask = self.span_mask(num_keys)  # (H, keep)
         min_value = torch.finfo(key.dtype).min
         # clamp before the log: no inf (and no NaN gradient through `where`) where the mask is 0
         log_mask = torch.where(span_mask > 0, span_mask.clamp(min=1e-30).log(), min_value).to(key.dtype)
         additive = log_mask[None, :, None, :]  # (1, H, 1, keep)
+        kept = self.kept_keys(num_keys, keep)
         if attention_mask is not None:
             # both terms can be finfo.min: clamp so the sum stays finite (the key at distance 0 always has m = 1)
-            additive = (attention_mask[..., num_keys - keep:] + additive).clamp(min=min_value)
-        return key[..., num_keys - keep:, :], value[..., num_keys - keep:, :], additive
+            additive = (attention_mask[..., kept] + additive).clamp(min=min_value)
+        return key[..., kept, :], value[..., kept, :], additive
 
 
 class AdaptiveLxmertAttentionOutput(nn.Module):
