@@ -35,7 +35,7 @@ def _per_image(value: Any, name: str) -> list[torch.Tensor]:
 
 
 class InterBertProcessor(ProcessorMixin):
-    r"""Constructs an InterBERT processor: any BERT-style tokenizer for text, precomputed regions for the image.
+    r"""Constructs the InterBERT processor: any BERT-style tokenizer for text, precomputed regions for the image.
 
     Args:
         tokenizer (`PreTrainedTokenizerBase`): the tokenizer (BERT uncased WordPiece; loaded with `AutoTokenizer`).

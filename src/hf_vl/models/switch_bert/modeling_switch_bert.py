@@ -380,6 +380,7 @@ class SwitchBertAttention(nn.Module):
         return self.output(attn_output, hidden_states), attn_weights
 
 
+# Copied from hf_vl.models.meter.modeling_meter.MeterIntermediate with Meter->SwitchBert
 class SwitchBertIntermediate(nn.Module):
     def __init__(self, config: SwitchBertConfig):
         super().__init__()
@@ -622,6 +623,7 @@ def _reject_unknown_kwargs(model: nn.Module, kwargs: dict) -> None:
     raise TypeError(f"{cls.__name__}.forward() got unexpected keyword argument(s): {', '.join(hints)}.")
 
 
+# Copied from hf_vl.models.interbert.modeling_interbert._check_integer with InterBert->SwitchBert
 def _check_integer(name: str, tensor: torch.Tensor | None) -> None:
     if tensor is not None and (tensor.is_floating_point() or tensor.is_complex()):
         raise TypeError(f"`{name}` must be an integer (or bool) tensor, got dtype {tensor.dtype}.")

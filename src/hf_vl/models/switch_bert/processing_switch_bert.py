@@ -36,8 +36,9 @@ def _per_image(value: Any, name: str) -> list[torch.Tensor]:
     return list(array)
 
 
+# Copied from hf_vl.models.interbert.processing_interbert.InterBertProcessor with InterBert->SwitchBert, InterBERT->Switch-BERT, interbert->switch_bert
 class SwitchBertProcessor(ProcessorMixin):
-    r"""Constructs a Switch-BERT processor: any BERT-style tokenizer for text, precomputed regions for the image.
+    r"""Constructs the Switch-BERT processor: any BERT-style tokenizer for text, precomputed regions for the image.
 
     Args:
         tokenizer (`PreTrainedTokenizerBase`): the tokenizer (BERT uncased WordPiece; loaded with `AutoTokenizer`).
