@@ -105,6 +105,17 @@ def test_fixed_alpha_uses_the_exact_forms(alpha):
         assert (model(**inputs).pooled_output - learnable(**inputs).pooled_output).abs().max() <= 1e-5
 
 
+def test_bfloat16_model_with_every_mechanism_stays_close_to_float32():
+    config = AdaptiveLxmertConfig(**TINY, adaptive_span=True, adaptive_span_init=0.3, attention_entmax=True)
+    model = AdaptiveLxmertModel(config).eval()
+    inputs = tiny_inputs()
+    with torch.no_grad():
+        reference = model(**inputs).pooled_output
+        half = model.to(torch.bfloat16)(**inputs).pooled_output
+    assert half.dtype == torch.bfloat16 and torch.isfinite(half).all()
+    assert (half.float() - reference).abs().max() < 0.05
+
+
 def test_alpha_is_clamped_at_forward_and_by_the_clamp_method():
     model = AdaptiveLxmertModel(AdaptiveLxmertConfig(**TINY, attention_entmax=True)).eval()
     attention = model.encoder.layer[0].attention.self

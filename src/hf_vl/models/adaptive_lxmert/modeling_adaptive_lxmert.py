@@ -262,14 +262,19 @@ class _EntmaxBisectNewtonFunction(torch.autograd.Function):
         return grad_scores, grad_alpha, None, None
 
 
+def _at_least_float32(scores: torch.Tensor) -> torch.Tensor:
+    """16-bit scores are normalised in float32 (thresholds and powers lose too much in half precision)."""
+    return scores.float() if scores.dtype in (torch.float16, torch.bfloat16) else scores
+
+
 def sparsemax(scores: torch.Tensor) -> torch.Tensor:
     """Exact sparsemax over the last axis."""
-    return _SparsemaxFunction.apply(_floor_scores(scores))
+    return _SparsemaxFunction.apply(_floor_scores(_at_least_float32(scores))).to(scores.dtype)
 
 
 def entmax15(scores: torch.Tensor) -> torch.Tensor:
     """Exact 1.5-entmax over the last axis."""
-    return _Entmax15Function.apply(_floor_scores(scores))
+    return _Entmax15Function.apply(_floor_scores(_at_least_float32(scores))).to(scores.dtype)
 
 
 def entmax_bisect_newton(scores: torch.Tensor, alpha: torch.Tensor | float, num_bisect: int = 2,
@@ -283,10 +288,11 @@ def entmax_bisect_newton(scores: torch.Tensor, alpha: torch.Tensor | float, num_
     >>> probs = entmax_bisect_newton(torch.randn(2, 4, 7, 7), torch.full((1, 4, 1, 1), 1.3))
     ```
     """
+    work = _at_least_float32(scores)
     if not torch.is_tensor(alpha):
-        alpha = torch.tensor(float(alpha), dtype=scores.dtype, device=scores.device)
-    alpha = alpha.to(scores.dtype).expand(*scores.shape[:-1], 1)
-    return _EntmaxBisectNewtonFunction.apply(_floor_scores(scores), alpha, num_bisect, num_newton)
+        alpha = torch.tensor(float(alpha), dtype=work.dtype, device=scores.device)
+    alpha = alpha.to(work.dtype).expand(*scores.shape[:-1], 1)
+    return _EntmaxBisectNewtonFunction.apply(_floor_scores(work), alpha, num_bisect, num_newton).to(scores.dtype)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
