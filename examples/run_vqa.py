@@ -59,6 +59,8 @@ from hf_vl.metrics import compute_vqa_metrics
 from hf_vl.pipelines.vl_question_answering import is_single_label_qa_head
 from hf_vl.regions import GridFeatureExtractor, RegionProcessor, attach_region_features, load_region_features
 from hf_vl.training import create_vl_optimizer, local_pretrained_path
+from hf_vl.training.adaptive_lxmert_callbacks import AdaptiveLxmertClampCallback
+from hf_vl.training.switch_bert_callbacks import GumbelTemperatureCallback
 from hf_vl.training.caching import FrozenEncoderCache, ProcessedImageCache
 
 logger = logging.getLogger("run_vqa")
@@ -121,6 +123,12 @@ class ModelArguments:
     region_projection_dim: int | None = field(
         default=None, metadata={"help": "Region models: project the cell descriptors to this size (default: none)."}
     )
+    # --model_type adaptive_lxmert: the mechanisms of "Adaptive Transformers for Learning Multimodal Representations"
+    adaptive_span: bool = field(default=False, metadata={"help": "adaptive_lxmert: learnable attention span per head."})
+    attention_entmax: bool = field(
+        default=False, metadata={"help": "adaptive_lxmert: alpha-entmax attention, one learnable alpha per head."}
+    )
+    layerdrop: float = field(default=0.0, metadata={"help": "adaptive_lxmert: LayerDrop rate of every stack."})
 
 
 @dataclass
@@ -466,6 +474,31 @@ def build_vlmo(args: ModelArguments, id2label):
     return model, processor
 
 
+def build_adaptive_lxmert(args: ModelArguments, id2label):
+    """`build_lxmert` with hf_vl's `AdaptiveLxmertForQuestionAnswering` (numerically LXMERT with every mechanism off,
+    sdpa-capable) and the paper's mechanisms behind `--adaptive_span`, `--attention_entmax`, `--layerdrop`. Spans
+    are measured from the first key (`adaptive_span_anchor="first"`) so a short span never covers only padding."""
+    tokenizer = AutoTokenizer.from_pretrained(local_pretrained_path(args.text_model_name_or_path))
+    extractor = GridFeatureExtractor(
+        image_size=args.region_image_size, grid_size=args.region_grid_size, pos_dim=4,
+        projection_dim=args.region_projection_dim,
+    )  # fmt: skip
+    config = hf_vl.AdaptiveLxmertConfig(
+        vocab_size=len(tokenizer), hidden_size=args.hidden_size, num_attention_heads=args.num_attention_heads,
+        intermediate_size=4 * args.hidden_size, l_layers=args.text_num_layers or 1, r_layers=args.vision_num_layers,
+        x_layers=args.num_fusion_layers, visual_feat_dim=extractor.feature_dim, visual_pos_dim=extractor.pos_dim,
+        num_qa_labels=len(id2label), id2label=dict(id2label), label2id={label: i for i, label in id2label.items()},
+        hidden_dropout_prob=args.fusion_dropout, attention_probs_dropout_prob=args.fusion_dropout,
+        adaptive_span=args.adaptive_span, adaptive_span_anchor="first", adaptive_span_max_span=64,
+        attention_entmax=args.attention_entmax, language_layerdrop=args.layerdrop, vision_layerdrop=args.layerdrop,
+        cross_layerdrop=args.layerdrop,
+    )  # fmt: skip
+    model = hf_vl.AdaptiveLxmertForQuestionAnswering(config)
+    processor = RegionProcessor(tokenizer, extractor)
+    processor.check_compatible(model.config)
+    return model, processor
+
+
 def _build_from_bert(model_class, args: ModelArguments, id2label, **config_kwargs):
     """A single-stream region model initialised from the pretrained text tower (all-MiniLM-L6-v2: its embeddings and
     first `--text_num_layers` layers) + the grid-region route of `build_lxmert` (a `GridFeatureExtractor` on the raw
@@ -516,8 +549,8 @@ def load_region_checkpoint(path):
     return model, RegionProcessor.from_pretrained(path)
 
 
-BUILDERS = {"meter": build_meter, "lxmert": build_lxmert, "vlmo": build_vlmo, "interbert": build_interbert,
-            "switch_bert": build_switch_bert}
+BUILDERS = {"meter": build_meter, "lxmert": build_lxmert, "adaptive_lxmert": build_adaptive_lxmert, "vlmo": build_vlmo,
+            "interbert": build_interbert, "switch_bert": build_switch_bert}
 
 
 def main():
@@ -609,6 +642,7 @@ def main():
         data_collator=collator,
         optimizers=(optimizer, None),
         compute_metrics=compute_metrics,
+        callbacks=training_callbacks(model),
     )
     if training_args.do_train and (training_args.num_train_epochs > 0 or training_args.max_steps > 0):
         if trainer.is_world_process_zero():
@@ -681,6 +715,17 @@ def main():
     return metrics
 
 
+def training_callbacks(model) -> list:
+    """The Trainer callbacks a model's mechanisms need: adaptive spans clamped to their range after every optimiser
+    step (adaptive_lxmert), the Gumbel temperature annealed over training (switch_bert)."""
+    config = model.config
+    if config.model_type == "adaptive_lxmert" and config.adaptive_span:
+        return [AdaptiveLxmertClampCallback()]
+    if config.model_type == "switch_bert" and config.use_switch_attention:
+        return [GumbelTemperatureCallback()]
+    return []
+
+
 def model_card_fields(model, processor, model_args) -> dict:
     """The architecture-specific fields of the model card template (`hf_vl/model_cards/<model_type>.md`)."""
     config = model.config
@@ -694,6 +739,13 @@ def model_card_fields(model, processor, model_args) -> dict:
             f"embeddings and first {model_args.text_num_layers or 'all'} layers; regions, heads and the rest are new) "
             "on the grid regions of `hf_vl.regions.GridFeatureExtractor`, then fine-tuned end to end.",
         }  # fmt: skip
+        if config.model_type == "adaptive_lxmert":
+            on = [name for name, flag in (("adaptive span", config.adaptive_span), ("alpha-entmax attention",
+                  config.attention_entmax), ("LayerDrop", config.language_layerdrop > 0)) if flag]  # fmt: skip
+            fields["mechanisms"] = ", ".join(on) if on else "none (numerically LXMERT)"
+            fields["provenance"] = (f"Built from scratch with `AdaptiveLxmertForQuestionAnswering(AdaptiveLxmertConfig(...))`"
+                                    " (the tokenizer is all-MiniLM-L6-v2's uncased WordPiece) on the grid regions of "
+                                    "`hf_vl.regions.GridFeatureExtractor`, then trained end to end.")
         if config.model_type == "switch_bert":
             fields["switch_top_k"] = config.switch_top_k
             fields["learned_architectures"] = ("see `hf_vl.training.switch_bert_architectures` to count and draw the "

@@ -93,19 +93,21 @@ class AdaptiveLxmertForQuestionAnsweringOutput(ModelOutput):
 
     Args:
         loss: the answer loss (+ the span penalty when `config.adaptive_span`), when `labels` are given.
-        span_loss: the adaptive-span penalty included in `loss` (`None` without adaptive span or labels).
         question_answering_score (`(batch_size, num_qa_labels)`): answer logits.
         Hidden states / attentions as in [`AdaptiveLxmertModelOutput`].
+        span_loss: the adaptive-span penalty included in `loss` (`None` without adaptive span or labels).
     """
 
     loss: torch.FloatTensor | None = None
-    span_loss: torch.FloatTensor | None = None
     question_answering_score: torch.FloatTensor | None = None
     language_hidden_states: tuple[torch.FloatTensor, ...] | None = None
     vision_hidden_states: tuple[torch.FloatTensor, ...] | None = None
     language_attentions: tuple[torch.FloatTensor, ...] | None = None
     vision_attentions: tuple[torch.FloatTensor, ...] | None = None
     cross_encoder_attentions: tuple[torch.FloatTensor, ...] | None = None
+    # last, so that tuple outputs keep LxmertForQuestionAnsweringOutput's positions and the Trainer's predictions
+    # start with the answer scores
+    span_loss: torch.FloatTensor | None = None
 
 
 @dataclass
