@@ -26,6 +26,7 @@ from .easy_vqa import (
     easy_vqa_id2label,
     easy_vqa_label2id,
     load_easy_vqa,
+    load_easy_vqa_captions,
 )
 from .vqa import (
     answers_to_soft_target,
@@ -54,6 +55,7 @@ __all__ = [
     "easy_vqa_id2label",
     "easy_vqa_label2id",
     "load_easy_vqa",
+    "load_easy_vqa_captions",
     "normalize_vqa_answer",
     "process_digit_article",
     "process_punctuation",
