@@ -39,6 +39,16 @@ def test_region_model_trains_saves_and_re_evaluates(model_type, tmp_path):
         assert "adaptive span, alpha-entmax attention, LayerDrop" in card
     else:
         assert "from_bert_pretrained" in card
+    import hf_vl  # noqa: F401  (registers the models and the pipeline task)
+    from PIL import Image
+    from transformers import AutoModelForVisualQuestionAnswering, pipeline
+
+    from hf_vl.regions import RegionProcessor
+
+    vqa = pipeline("vl-question-answering", model=AutoModelForVisualQuestionAnswering.from_pretrained(output_dir),
+                   processor=RegionProcessor.from_pretrained(output_dir))  # fmt: skip
+    answers = vqa(image=Image.new("RGB", (64, 64), "red"), question="what color is the shape?", top_k=3)
+    assert len(answers) == 3 and all(answer["answer"] in config["label2id"] for answer in answers)
     again = tmp_path / "eval"
     _run([sys.executable, str(SCRIPT), "--model_name_or_path", str(output_dir), "--output_dir", str(again),
           "--do_eval", *COMMON[COMMON.index("--max_eval_samples"):]], cwd=ROOT)  # fmt: skip
