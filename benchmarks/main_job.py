@@ -41,7 +41,7 @@ RECIPE = [
     "--report_to", "none", "--disable_tqdm", "true", "--seed", "42",
 ]
 # Every other architecture's easy-VQA check (issue targets >= 0.90 in 10 minutes): the same script, its own recipe.
-# VLMo is trained from scratch (pre-LN Multiway Transformer: no MiniLM layer carries over): 4 blocks of width 128
+# VLMo is trained from scratch (a pre-LN Multiway Transformer of width 128: MiniLM is post-LN, 384 wide): 4 blocks
 # with VL-FFN experts in the top 2, 8-px patches of 64-px images (8x8 patch grid), unit-gain init.
 RECIPES = {
     "meter": RECIPE,

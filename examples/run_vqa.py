@@ -441,9 +441,10 @@ def build_lxmert(args: ModelArguments, id2label):
 def build_vlmo(args: ModelArguments, id2label):
     """A small VLMo trained from scratch: one Multiway Transformer (`--num_hidden_layers` blocks of width
     `--hidden_size`, VL-FFN experts in the top `--num_fusion_layers`), patch embedding at `--image_size` /
-    `--patch_size`, the uncased WordPiece tokenizer of all-MiniLM-L6-v2 (VLMo's BERT vocabulary). VLMo is pre-LN with
-    its own embeddings, so no layer of the post-LN MiniLM carries over: every weight is new and trains at
-    `--learning_rate`. New weights get std `hidden_size ** -0.5` unless `--initializer_range` says otherwise."""
+    `--patch_size`, the uncased WordPiece tokenizer of all-MiniLM-L6-v2 (VLMo's BERT vocabulary). Every weight is new
+    and trains at `--learning_rate` (`VlmoForQuestionAnswering.from_text_pretrained` could start the text side from
+    MiniLM, but MiniLM is post-LN and VLMo pre-LN, and MiniLM's width would set VLMo's). New weights get std
+    `hidden_size ** -0.5` unless `--initializer_range` says otherwise."""
     tokenizer = AutoTokenizer.from_pretrained(local_pretrained_path(args.text_model_name_or_path))
     if not 1 <= args.num_fusion_layers <= args.num_hidden_layers:
         raise ValueError(
