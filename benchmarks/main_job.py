@@ -52,6 +52,23 @@ RECIPES = {
         "--learning_rate", "1.5e-3", "--warmup_steps", "50", "--logging_steps", "50", "--save_strategy", "no",
         "--report_to", "none", "--disable_tqdm", "true", "--seed", "42",
     ],
+    # Adaptive LXMERT from scratch on the grid regions of the raw images (4x4 cells of colour / silhouette / edge
+    # descriptors); every mechanism off (--adaptive_span / --attention_entmax / --layerdrop turn them on)
+    "adaptive_lxmert": [
+        "--model_type", "adaptive_lxmert", "--hidden_size", "128", "--num_attention_heads", "4",
+        "--text_num_layers", "2", "--vision_num_layers", "1", "--num_fusion_layers", "2", "--fusion_dropout", "0",
+        "--num_train_epochs", "3", "--per_device_train_batch_size", "128", "--per_device_eval_batch_size", "256",
+        "--learning_rate", "1e-3", "--warmup_steps", "50", "--logging_steps", "50", "--save_strategy", "no",
+        "--report_to", "none", "--disable_tqdm", "true", "--seed", "42",
+    ],
+    # Switch-BERT from the shipped MiniLM (its embeddings and first 3 layers; switchers, regions and head new) on the
+    # grid regions; the learned routing over the test set is drawn to results/easy_vqa_switch_bert_architectures.png
+    "switch_bert": [
+        "--model_type", "switch_bert", "--text_num_layers", "3", "--hidden_size", "128", "--fusion_dropout", "0",
+        "--num_train_epochs", "2", "--per_device_train_batch_size", "128", "--per_device_eval_batch_size", "256",
+        "--learning_rate", "5e-4", "--warmup_steps", "50", "--logging_steps", "50", "--save_strategy", "no",
+        "--report_to", "none", "--disable_tqdm", "true", "--seed", "42",
+    ],
 }
 RESULT_FILES = {"meter": RESULTS}
 OUTPUT_DIRS = {"meter": OUTPUT_DIR}
@@ -69,7 +86,11 @@ def score_per_type(output_dir: Path, batch_size: int = 256) -> dict:
     from hf_vl.data import load_easy_vqa
 
     model = AutoModelForVisualQuestionAnswering.from_pretrained(output_dir).eval()
-    processor = AutoProcessor.from_pretrained(output_dir)
+    from hf_vl.regions import RegionProcessor
+
+    # region models keep their RegionProcessor (grid extractor + tokenizer) beside the model code
+    processor = (RegionProcessor.from_pretrained(output_dir) if RegionProcessor.is_saved_in(output_dir)
+                 else AutoProcessor.from_pretrained(output_dir))  # fmt: skip
     test = load_easy_vqa("test")
     correct, total = {}, {}
     for start in range(0, test.num_rows, batch_size):
@@ -85,6 +106,29 @@ def score_per_type(output_dir: Path, batch_size: int = 256) -> dict:
     per_type = {kind: round(correct[kind] / total[kind], 4) for kind in sorted(total)}
     return {"accuracy": round(sum(correct.values()) / sum(total.values()), 4), "per_question_type": per_type,
             "questions_per_type": total, "questions": sum(total.values())}
+
+
+def draw_learned_routing(output_dir: Path, png: Path, questions: int = 2048, top_n: int = 5) -> list[dict]:
+    """Counts Switch-BERT's hard-routed architectures over the first `questions` test questions and draws the
+    `top_n` most frequent to `png`."""
+    from transformers import AutoModelForVisualQuestionAnswering
+
+    import hf_vl  # noqa: F401
+    from hf_vl.data import load_easy_vqa
+    from hf_vl.regions import RegionProcessor
+    from hf_vl.training.switch_bert_architectures import count_architectures, describe_architecture, draw_architectures
+
+    model = AutoModelForVisualQuestionAnswering.from_pretrained(output_dir).eval()
+    processor = RegionProcessor.from_pretrained(output_dir)
+    test = load_easy_vqa("test").select(range(questions))
+    batches = (dict(processor(images=[image.convert("RGB") for image in test[i : i + 256]["image"]],
+                              text=test[i : i + 256]["question"], padding="longest", return_tensors="pt"))
+               for i in range(0, len(test), 256))  # fmt: skip
+    counts = count_architectures(model, batches, top_n=top_n)
+    png.parent.mkdir(parents=True, exist_ok=True)
+    draw_architectures(counts, png, total=len(test))
+    return [{"share": round(count / len(test), 4), "layers": describe_architecture(architecture).split("\n")}
+            for architecture, count in counts]  # fmt: skip
 
 
 def main():
@@ -135,6 +179,9 @@ def main():
         scored_start = time.time()
         report["saved_folder_rescored"] = score_per_type(output_dir)
         report["saved_folder_rescored"]["time_s"] = round(time.time() - scored_start, 1)
+    if args.recipe == "switch_bert":  # the learned architectures (the paper's Fig. 4) over the test questions
+        report["learned_architectures"] = draw_learned_routing(
+            output_dir, results_file.with_name(f"{results_file.stem}_architectures.png"))
     results_file.parent.mkdir(parents=True, exist_ok=True)
     results_file.write_text(json.dumps(report, indent=2) + "\n")
     wall = f"; wall time {job_seconds / 60:.1f} min" if not args.skip_training else ""

@@ -493,6 +493,7 @@ def build_adaptive_lxmert(args: ModelArguments, id2label):
         adaptive_span=args.adaptive_span, adaptive_span_anchor="first", adaptive_span_max_span=64,
         attention_entmax=args.attention_entmax, language_layerdrop=args.layerdrop, vision_layerdrop=args.layerdrop,
         cross_layerdrop=args.layerdrop,
+        initializer_range=args.initializer_range if args.initializer_range is not None else args.hidden_size**-0.5,
     )  # fmt: skip
     model = hf_vl.AdaptiveLxmertForQuestionAnswering(config)
     processor = RegionProcessor(tokenizer, extractor)
