@@ -98,7 +98,9 @@ def score_per_type(output_dir: Path, batch_size: int = 256) -> dict:
         inputs = processor(images=[image.convert("RGB") for image in rows["image"]], text=rows["question"],
                            return_tensors="pt")
         with torch.no_grad():
-            predictions = model(**inputs).logits.argmax(-1).tolist()
+            outputs = model(**inputs)
+            logits = outputs.logits if "logits" in outputs else outputs.question_answering_score  # LXMERT's name
+            predictions = logits.argmax(-1).tolist()
         for prediction, answer in zip(predictions, rows["answer"]):
             kind = question_type(answer)
             total[kind] = total.get(kind, 0) + 1
