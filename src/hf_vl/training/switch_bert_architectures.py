@@ -84,7 +84,7 @@ def draw_architectures(counts: list[tuple[Architecture, int]], path, total: int 
     total = total or sum(count for _, count in counts)
     num_layers = max(len(architecture) for architecture, _ in counts)
     cell_w, cell_h, gap, margin, column_w = 70, 26, 14, 30, 250
-    width = margin * 2 + column_w * len(counts)
+    width = max(margin * 2 + column_w * len(counts), 480)  # room for the legend line
     height = margin * 2 + 40 + num_layers * (cell_h + gap) + 40
     image = Image.new("RGB", (width, height), "white")
     draw = ImageDraw.Draw(image)
