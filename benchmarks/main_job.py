@@ -70,6 +70,10 @@ RECIPES = {
         "--report_to", "none", "--disable_tqdm", "true", "--seed", "42",
     ],
 }
+# the paper's mechanisms, one at a time, on the same recipe (results/easy_vqa_adaptive_lxmert_<mechanism>.json)
+for _name, _flags in (("span", ["--adaptive_span"]), ("entmax", ["--attention_entmax"]),
+                      ("layerdrop", ["--layerdrop", "0.2"])):  # fmt: skip
+    RECIPES[f"adaptive_lxmert_{_name}"] = [*RECIPES["adaptive_lxmert"], *_flags]
 RESULT_FILES = {"meter": RESULTS}
 OUTPUT_DIRS = {"meter": OUTPUT_DIR}
 SHAPES = {"circle", "rectangle", "triangle"}
