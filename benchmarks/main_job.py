@@ -76,18 +76,13 @@ for _name, _flags in (("span", ["--adaptive_span"]), ("entmax", ["--attention_en
     RECIPES[f"adaptive_lxmert_{_name}"] = [*RECIPES["adaptive_lxmert"], *_flags]
 RESULT_FILES = {"meter": RESULTS}
 OUTPUT_DIRS = {"meter": OUTPUT_DIR}
-SHAPES = {"circle", "rectangle", "triangle"}
-
-
-def question_type(answer: str) -> str:
-    return "yes/no" if answer in ("yes", "no") else "shape" if answer in SHAPES else "colour"
 
 
 def score_per_type(output_dir: Path, batch_size: int = 256) -> dict:
     from transformers import AutoModelForVisualQuestionAnswering, AutoProcessor
 
     import hf_vl  # noqa: F401  (registers METER)
-    from hf_vl.data import load_easy_vqa
+    from hf_vl.data import easy_vqa_question_type, load_easy_vqa
 
     model = AutoModelForVisualQuestionAnswering.from_pretrained(output_dir).eval()
     from hf_vl.regions import RegionProcessor
@@ -106,7 +101,7 @@ def score_per_type(output_dir: Path, batch_size: int = 256) -> dict:
             logits = outputs.logits if "logits" in outputs else outputs.question_answering_score  # LXMERT's name
             predictions = logits.argmax(-1).tolist()
         for prediction, answer in zip(predictions, rows["answer"]):
-            kind = question_type(answer)
+            kind = easy_vqa_question_type(answer)
             total[kind] = total.get(kind, 0) + 1
             correct[kind] = correct.get(kind, 0) + int(model.config.id2label[prediction] == answer)
     per_type = {kind: round(correct[kind] / total[kind], 4) for kind in sorted(total)}

@@ -51,6 +51,7 @@ from hf_vl.data import (
     answers_to_soft_target,
     build_answer_vocab,
     easy_vqa_answer_vocab,
+    easy_vqa_question_type,
     load_easy_vqa,
     soft_target_tensor,
 )
@@ -241,14 +242,6 @@ def _decode_image(value):
     return value
 
 
-#: easy-VQA's question types, read from the answer (the dataset has no type column): what `make main` reports
-EASY_VQA_SHAPES = frozenset({"circle", "rectangle", "triangle"})
-
-
-def easy_vqa_question_type(answer: str) -> str:
-    return "yes/no" if answer in ("yes", "no") else "shape" if answer in EASY_VQA_SHAPES else "colour"
-
-
 def with_scores_per_type(compute_metrics, question_types):
     """`compute_metrics` plus the same metric on each question type's rows (`vqa_score_yes_no`, ...), for an eval set
     whose i-th row has type `question_types[i]` (the Trainer keeps the eval order)."""
@@ -402,6 +395,21 @@ def build_meter(args: ModelArguments, id2label):
     return model, processor
 
 
+def grid_extractor(args: ModelArguments) -> GridFeatureExtractor:
+    """The raw-image region route of every region model: a `GridFeatureExtractor` with 4-d boxes."""
+    return GridFeatureExtractor(image_size=args.region_image_size, grid_size=args.region_grid_size, pos_dim=4,
+                                projection_dim=args.region_projection_dim)  # fmt: skip
+
+
+def save_hub_folder(model, output_dir, processor, model_card=None) -> None:
+    """`save_for_hub` with the model's code; a `RegionProcessor` (its extractor is hf_vl code, not the model
+    folder's) is saved beside it instead of as remote code."""
+    region = isinstance(processor, RegionProcessor)
+    save_for_hub(model, output_dir, processor=None if region else processor, model_card=model_card)
+    if region:
+        processor.save_pretrained(output_dir)
+
+
 def build_lxmert(args: ModelArguments, id2label):
     """A small LXMERT (transformers' `LxmertForQuestionAnswering`, randomly initialised) + a `RegionProcessor`.
 
@@ -413,10 +421,7 @@ def build_lxmert(args: ModelArguments, id2label):
     `num_qa_labels` = the answers), so the collator feeds it answer indices.
     """
     tokenizer = AutoTokenizer.from_pretrained(local_pretrained_path(args.text_model_name_or_path))
-    extractor = GridFeatureExtractor(
-        image_size=args.region_image_size, grid_size=args.region_grid_size, pos_dim=4,
-        projection_dim=args.region_projection_dim,
-    )  # fmt: skip
+    extractor = grid_extractor(args)
     config = LxmertConfig(
         vocab_size=len(tokenizer),
         hidden_size=args.hidden_size,
@@ -480,10 +485,7 @@ def build_adaptive_lxmert(args: ModelArguments, id2label):
     sdpa-capable) and the paper's mechanisms behind `--adaptive_span`, `--attention_entmax`, `--layerdrop`. Spans
     are measured from the first key (`adaptive_span_anchor="first"`) so a short span never covers only padding."""
     tokenizer = AutoTokenizer.from_pretrained(local_pretrained_path(args.text_model_name_or_path))
-    extractor = GridFeatureExtractor(
-        image_size=args.region_image_size, grid_size=args.region_grid_size, pos_dim=4,
-        projection_dim=args.region_projection_dim,
-    )  # fmt: skip
+    extractor = grid_extractor(args)
     config = hf_vl.AdaptiveLxmertConfig(
         vocab_size=len(tokenizer), hidden_size=args.hidden_size, num_attention_heads=args.num_attention_heads,
         intermediate_size=4 * args.hidden_size, l_layers=args.text_num_layers or 1, r_layers=args.vision_num_layers,
@@ -507,10 +509,7 @@ def _build_from_bert(model_class, args: ModelArguments, id2label, **config_kwarg
     images, 4-d boxes). Every parameter trains, at `--learning_rate`."""
     text_path = local_pretrained_path(args.text_model_name_or_path)
     tokenizer = AutoTokenizer.from_pretrained(text_path)
-    extractor = GridFeatureExtractor(
-        image_size=args.region_image_size, grid_size=args.region_grid_size, pos_dim=4,
-        projection_dim=args.region_projection_dim,
-    )  # fmt: skip
+    extractor = grid_extractor(args)
     bert = AutoModel.from_pretrained(text_path, add_pooling_layer=False)
     if args.text_num_layers:
         bert.encoder.layer = bert.encoder.layer[: args.text_num_layers]
@@ -666,10 +665,7 @@ def main():
     elapsed = time.time() - start
     if "eval_vqa_score" not in metrics:  # --do_train only: save the trained model, no score to report
         if trainer.is_world_process_zero() and is_hf_vl_model(trainer.model):
-            region = isinstance(processor, RegionProcessor)  # its extractor is hf_vl code: saved beside, not as code
-            save_for_hub(trainer.model, training_args.output_dir, processor=None if region else processor)
-            if region:
-                processor.save_pretrained(training_args.output_dir)
+            save_hub_folder(trainer.model, training_args.output_dir, processor)
         elif trainer.is_world_process_zero():
             trainer.save_model()
             processor.save_pretrained(training_args.output_dir)
@@ -694,11 +690,7 @@ def main():
             f"**{metrics['eval_vqa_score']:.4f}**.",
             **model_card_fields(model, processor, model_args),
         )
-        if isinstance(processor, RegionProcessor):  # its region extractor is hf_vl code, not the model folder's
-            save_for_hub(trainer.model, output_dir, model_card=card)
-            processor.save_pretrained(output_dir)
-        else:
-            save_for_hub(trainer.model, output_dir, processor=processor, model_card=card)
+        save_hub_folder(trainer.model, output_dir, processor, model_card=card)
         with open(os.path.join(output_dir, "eval_results.json"), "w") as f:
             json.dump({**metrics, "wall_time_s": elapsed}, f, indent=2)
         if push_to_hub:

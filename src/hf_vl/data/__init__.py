@@ -25,6 +25,7 @@ from .easy_vqa import (
     easy_vqa_features,
     easy_vqa_id2label,
     easy_vqa_label2id,
+    easy_vqa_question_type,
     load_easy_vqa,
     load_easy_vqa_captions,
 )
@@ -54,6 +55,7 @@ __all__ = [
     "easy_vqa_features",
     "easy_vqa_id2label",
     "easy_vqa_label2id",
+    "easy_vqa_question_type",
     "load_easy_vqa",
     "load_easy_vqa_captions",
     "normalize_vqa_answer",

@@ -222,6 +222,11 @@ EASY_VQA_SHAPES = ("circle", "rectangle", "triangle")
 EASY_VQA_COLOURS = ("red", "green", "blue", "black", "gray", "teal", "brown", "yellow")
 
 
+def easy_vqa_question_type(answer: str) -> str:
+    """easy-VQA has no question-type column; the answer tells it: `"yes/no"`, `"shape"` or `"colour"`."""
+    return "yes/no" if answer in ("yes", "no") else "shape" if answer in EASY_VQA_SHAPES else "colour"
+
+
 def _image_descriptions(split: str) -> dict[int, tuple[str, str]]:
     """`{image_id: (colour, shape)}` for the images whose colour and shape their own questions answer.
 
