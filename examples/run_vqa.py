@@ -126,6 +126,9 @@ class ModelArguments:
     )
     # --model_type adaptive_lxmert: the mechanisms of "Adaptive Transformers for Learning Multimodal Representations"
     adaptive_span: bool = field(default=False, metadata={"help": "adaptive_lxmert: learnable attention span per head."})
+    adaptive_span_init: float = field(
+        default=0.002, metadata={"help": "adaptive_lxmert: initial span, as a fraction of the 64-key maximum span."}
+    )
     attention_entmax: bool = field(
         default=False, metadata={"help": "adaptive_lxmert: alpha-entmax attention, one learnable alpha per head."}
     )
@@ -493,6 +496,7 @@ def build_adaptive_lxmert(args: ModelArguments, id2label):
         num_qa_labels=len(id2label), id2label=dict(id2label), label2id={label: i for i, label in id2label.items()},
         hidden_dropout_prob=args.fusion_dropout, attention_probs_dropout_prob=args.fusion_dropout,
         adaptive_span=args.adaptive_span, adaptive_span_anchor="first", adaptive_span_max_span=64,
+        adaptive_span_init=args.adaptive_span_init,
         attention_entmax=args.attention_entmax, language_layerdrop=args.layerdrop, vision_layerdrop=args.layerdrop,
         cross_layerdrop=args.layerdrop,
         initializer_range=args.initializer_range if args.initializer_range is not None else args.hidden_size**-0.5,

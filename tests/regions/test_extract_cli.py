@@ -120,7 +120,7 @@ def test_extract_with_detector_and_errors(easy_vqa_questions):
     extractor = DetectorFeatureExtractor(tiny_yolos(), top_k=6, score_threshold=0.21, image_size=64)
     with_regions = extract_region_features(questions, extractor, batch_size=3, desc=None)
     rows = with_regions.with_format("numpy")[:]
-    assert rows["cls_probs"].shape == (4, 6, NUM_LABELS + 1)
+    assert rows["cls_prob"].shape == (4, 6, NUM_LABELS + 1)
     assert rows["visual_feats"].shape == (4, 6, 32) and rows["object_conf"].shape == (4, 6)
     np.testing.assert_array_equal(rows["visual_attention_mask"], (rows["object_conf"] > 0).astype(np.int64))
 
@@ -185,6 +185,11 @@ def test_detector_records_drop_padding_and_global_region(tmp_path):
     assert write_region_features(records, tmp_path / "det.tsv", layout="legacy") == 3
     read_back = list(formats.read_tsv(tmp_path / "det.tsv"))
     np.testing.assert_array_equal(read_back[1]["cls_prob"], records[1]["cls_prob"])
+    # One name for the class distribution: the extractor's output key is the column the file reader gives back.
+    loaded = formats.load_region_features(str(tmp_path / "det.tsv"), max_regions=6)
+    assert "cls_prob" in batch and "cls_prob" in loaded.column_names and "cls_probs" not in batch
+    row = loaded.with_format("numpy")[1]
+    np.testing.assert_allclose(row["cls_prob"][: records[1]["num_boxes"]], records[1]["cls_prob"], rtol=1e-6)
 
 
 def test_record_errors_name_the_image():

@@ -432,7 +432,7 @@ def test_detector_regions_are_the_top_k_queries(detectors, name):
     outputs, states, probs, scores, corners = _manual_forward(detector, images)
     num_logits = NUM_LABELS + 1 if name in SOFTMAX_FAMILIES else NUM_LABELS
     assert extractor.resolved_score_activation(num_logits) == ("softmax" if name in SOFTMAX_FAMILIES else "sigmoid")
-    assert batch["cls_probs"].shape == (2, 5, num_logits)
+    assert batch["cls_prob"].shape == (2, 5, num_logits)
     assert batch["visual_feats"].shape == (2, 5, 32) and extractor.feature_dim == 32
     assert batch["visual_pos"].shape == (2, 5, 4)
     assert batch["visual_attention_mask"].eq(1).all()
@@ -441,13 +441,13 @@ def test_detector_regions_are_the_top_k_queries(detectors, name):
         torch.testing.assert_close(batch["object_conf"][b], scores[b, order])
         assert (batch["object_conf"][b][:-1] >= batch["object_conf"][b][1:]).all()  # best first
         torch.testing.assert_close(batch["visual_feats"][b], states[b, order], atol=1e-5, rtol=1e-5)
-        torch.testing.assert_close(batch["cls_probs"][b], probs[b, order])
+        torch.testing.assert_close(batch["cls_prob"][b], probs[b, order])
         torch.testing.assert_close(batch["visual_pos"][b], corners[b, order])
     if name in SOFTMAX_FAMILIES:
-        torch.testing.assert_close(batch["cls_probs"].sum(-1), torch.ones(2, 5))
+        torch.testing.assert_close(batch["cls_prob"].sum(-1), torch.ones(2, 5))
         # The features are exactly what the class head reads.
         logits = detector.class_labels_classifier(batch["visual_feats"])
-        torch.testing.assert_close(logits.softmax(-1), batch["cls_probs"], atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(logits.softmax(-1), batch["cls_prob"], atol=1e-5, rtol=1e-5)
         assert (batch["object_ids"] < NUM_LABELS).all()  # never the "no object" class
 
 
@@ -533,7 +533,7 @@ def test_yolos_from_plain_checkpoint(detectors, tmp_path):
     assert extractor.top_k == 6 and extractor.pos_dim == 5 and extractor.image_processor is not None
     batch = extractor([Image.fromarray(array) for array in random_images(2, seed=15)])
     assert batch["visual_feats"].shape == (2, 6, 32) and batch["visual_pos"].shape == (2, 6, 5)
-    assert extractor.output_shapes()["cls_probs"] == ((6, NUM_LABELS + 1), "float32")
+    assert extractor.output_shapes()["cls_prob"] == ((6, NUM_LABELS + 1), "float32")
     extractor.check_compatible(SimpleNamespace(visual_feat_dim=32, visual_pos_dim=5))
     with pytest.raises(ValueError, match=r"feature_dim=32.*visual_feat_dim=2048"):
         extractor.check_compatible(SimpleNamespace(visual_feat_dim=2048, visual_pos_dim=5))
@@ -560,4 +560,4 @@ def test_score_activation_override(detectors):
         logits = detector(pixel_values=_normalized(images, IMAGE_SIZE)).logits
     expected = logits.sigmoid().max(-1).values[0].sort(descending=True).values[:3]
     torch.testing.assert_close(batch["object_conf"][0], expected)
-    assert math.isclose(float(batch["cls_probs"][0].max()), float(expected[0]), rel_tol=1e-6)
+    assert math.isclose(float(batch["cls_prob"][0].max()), float(expected[0]), rel_tol=1e-6)

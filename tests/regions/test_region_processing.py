@@ -145,7 +145,7 @@ def test_detector_extractor_keeps_only_model_inputs(tokenizer, tmp_path):
     extractor = DetectorFeatureExtractor(tiny_yolos(), top_k=4, image_size=IMAGE_SIZE)
     processor = RegionProcessor(tokenizer, extractor)
     batch = processor(images=[shape_image("red", size=IMAGE_SIZE)], text=QUESTIONS[0])
-    assert set(batch) == set(TEXT_KEYS + REGION_KEYS)  # cls_probs / object_ids are extraction outputs, not inputs
+    assert set(batch) == set(TEXT_KEYS + REGION_KEYS)  # cls_prob / object_ids are extraction outputs, not inputs
     assert batch["visual_feats"].shape == (1, 4, extractor.feature_dim)
     processor.save_pretrained(tmp_path)
     reloaded = RegionProcessor.from_pretrained(tmp_path)

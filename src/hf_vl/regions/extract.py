@@ -1,7 +1,7 @@
 """Dataset-scale region-feature extraction, and the ``python -m hf_vl.regions.extract`` command.
 
 * :func:`extract_region_features` adds ``visual_feats``, ``visual_pos``, ``visual_attention_mask``
-  (+ ``image_width``, ``image_height``, and the detector's ``cls_probs``, ``object_ids``,
+  (+ ``image_width``, ``image_height``, and the detector's ``cls_prob``, ``object_ids``,
   ``object_conf``) to a ``datasets.Dataset`` with ``Dataset.map(batched=True)``; the result is cached by
   ``datasets`` under a fingerprint of the input dataset and of the extractor's config and weights, so a
   re-run with the same extractor is read from the cache and any other extractor is recomputed.
@@ -160,7 +160,7 @@ def extract_region_features(
 
     New columns: ``visual_feats`` (``Array2D (N, feature_dim)`` float32), ``visual_pos``
     (``(N, pos_dim)`` float32), ``visual_attention_mask`` (``N`` int64), for a
-    :class:`~hf_vl.regions.extractors.DetectorFeatureExtractor` also ``cls_probs`` ``(N, C)``,
+    :class:`~hf_vl.regions.extractors.DetectorFeatureExtractor` also ``cls_prob`` ``(N, C)``,
     ``object_ids``, ``object_conf``; with ``add_image_size`` the original ``image_width`` /
     ``image_height`` (int32, needed to write pixel boxes with :func:`write_region_features`).
 
@@ -282,9 +282,9 @@ def region_example_to_record(
         "boxes": (boxes.clip(0, 1) * scale).astype(np.float32),
         "features": feats[keep],
     }
-    for column, key in (("cls_probs", "cls_prob"), ("object_ids", "object_ids"), ("object_conf", "object_conf")):
-        if example.get(column) is not None:
-            record[key] = np.asarray(example[column])[keep]
+    for key in ("cls_prob", "object_ids", "object_conf"):  # one name in extractor outputs, columns and files
+        if example.get(key) is not None:
+            record[key] = np.asarray(example[key])[keep]
     return record
 
 

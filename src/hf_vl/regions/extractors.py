@@ -894,7 +894,7 @@ class DetectorFeatureExtractor(RegionFeatureExtractor):
       box heads; for YOLOS the detection tokens' last hidden state);
     * ``visual_pos``: the predicted boxes, normalised ``(cx, cy, w, h)`` -> ``x1, y1, x2, y2`` clipped to
       ``[0, 1]`` (+ area for ``pos_dim=5``);
-    * ``cls_probs (B, N, C)``: the query's class distribution (softmax with the "no object" column
+    * ``cls_prob (B, N, C)``: the query's class distribution (softmax with the "no object" column
       last, ``C = num_labels + 1``; or the per-class sigmoids, ``C = num_labels``), the target of
       masked region classification (MRC-KL: normalise sigmoid rows first);
     * ``object_ids`` / ``object_conf``: the best class and its probability;
@@ -916,7 +916,7 @@ class DetectorFeatureExtractor(RegionFeatureExtractor):
         >>> extractor = DetectorFeatureExtractor(detector, top_k=5, image_size=32)
         >>> import numpy as np
         >>> batch = extractor([np.zeros((32, 32, 3), dtype=np.uint8)])
-        >>> batch["visual_feats"].shape, batch["cls_probs"].shape
+        >>> batch["visual_feats"].shape, batch["cls_prob"].shape
         (torch.Size([1, 5, 32]), torch.Size([1, 5, 4]))
     """
 
@@ -993,7 +993,7 @@ class DetectorFeatureExtractor(RegionFeatureExtractor):
             "visual_feats": ((num_regions, self.feature_dim), "float32"),
             "visual_pos": ((num_regions, self.pos_dim), "float32"),
             "visual_attention_mask": ((num_regions,), "int64"),
-            "cls_probs": ((num_regions, self.num_logits), "float32"),
+            "cls_prob": ((num_regions, self.num_logits), "float32"),
             "object_ids": ((num_regions,), "int64"),
             "object_conf": ((num_regions,), "float32"),
         }
@@ -1108,7 +1108,7 @@ class DetectorFeatureExtractor(RegionFeatureExtractor):
         return hidden
 
     def forward(self, images: Any, return_tensors: str = "pt") -> BatchFeature:
-        """``images`` -> ``visual_feats``, ``visual_pos``, ``visual_attention_mask``, ``cls_probs``,
+        """``images`` -> ``visual_feats``, ``visual_pos``, ``visual_attention_mask``, ``cls_prob``,
         ``object_ids``, ``object_conf`` (see the class docstring)."""
         _check_return_tensors(return_tensors)
         inputs = self.preprocess(images)
@@ -1146,7 +1146,7 @@ class DetectorFeatureExtractor(RegionFeatureExtractor):
         regions = {
             "visual_feats": gather(query_feats),
             "boxes": boxes,
-            "cls_probs": gather(cls_probs),
+            "cls_prob": gather(cls_probs),
             "object_ids": gather(object_ids),
             "object_conf": scores,
         }
@@ -1162,7 +1162,7 @@ class DetectorFeatureExtractor(RegionFeatureExtractor):
             "visual_feats": padded["visual_feats"],
             "visual_pos": _visual_pos(padded["boxes"], self.config_pos_dim),
             "visual_attention_mask": mask,
-            "cls_probs": padded["cls_probs"],
+            "cls_prob": padded["cls_prob"],
             "object_ids": padded["object_ids"],
             "object_conf": padded["object_conf"],
         }
@@ -1171,12 +1171,12 @@ class DetectorFeatureExtractor(RegionFeatureExtractor):
     def _prepend_global_region(regions: dict[str, torch.Tensor], mask: torch.Tensor):
         weights = mask.float() / mask.float().sum(1, keepdim=True).clamp_min(1)  # (B, K)
         mean_feats = torch.einsum("bk,bkd->bd", weights, regions["visual_feats"])
-        mean_probs = torch.einsum("bk,bkc->bc", weights, regions["cls_probs"])
+        mean_probs = torch.einsum("bk,bkc->bc", weights, regions["cls_prob"])
         batch_size = mask.shape[0]
         first = {
             "visual_feats": mean_feats,
             "boxes": mean_feats.new_tensor([0.0, 0.0, 1.0, 1.0]).expand(batch_size, 4),
-            "cls_probs": mean_probs,
+            "cls_prob": mean_probs,
             "object_ids": regions["object_ids"].new_full((batch_size,), -1),  # no class for the whole image
             "object_conf": mean_feats.new_ones(batch_size),
         }
