@@ -9,7 +9,7 @@ from transformers import AutoTokenizer
 
 from hf_vl import AdaptiveLxmertConfig, AdaptiveLxmertForQuestionAnswering, AdaptiveLxmertProcessor
 from hf_vl.hub import render_model_card, save_for_hub
-from hf_vl.testing import run_python
+from hf_vl.testing import hub_env, run_python
 from hf_vl.training import local_pretrained_path
 
 TINY = dict(vocab_size=30522, hidden_size=32, num_attention_heads=4, intermediate_size=37, l_layers=1, x_layers=1,
@@ -82,3 +82,63 @@ def test_model_card_template_fills_every_placeholder(tmp_path):
     )
     assert card.startswith("---\n") and "AdaptiveLxmertForQuestionAnswering" in card
     assert not re.search(r"\$\{?[A-Za-z_]", card)
+
+
+def test_push_to_hub_with_code_loads_with_trust_remote_code_in_fresh_process(local_hub, tmp_path):
+    """The same model through the Hub API (a local Hub server): `push_to_hub_with_code`, then a fresh process that
+    cannot import hf_vl loads the repository id with `trust_remote_code` and reproduces the scores."""
+    repo = local_hub.new_repo_id("adaptive-lxmert-vqa")
+    env = hub_env(local_hub, hf_home=tmp_path / "hf_home")
+    run_python(
+        f"""
+        import json, torch
+        from transformers import AutoTokenizer
+        from hf_vl import AdaptiveLxmertConfig, AdaptiveLxmertForQuestionAnswering, AdaptiveLxmertProcessor
+        from hf_vl.hub import push_to_hub_with_code
+        torch.manual_seed(0)
+        config = AdaptiveLxmertConfig(**json.loads({json.dumps(json.dumps(TINY))}), cross_layerdrop=0.5)
+        model = AdaptiveLxmertForQuestionAnswering(config).eval()
+        processor = AdaptiveLxmertProcessor(AutoTokenizer.from_pretrained({local_pretrained_path("minilm")!r}),
+                                            visual_feat_dim=8)
+        push_to_hub_with_code(model, {repo!r}, processor=processor, commit_message="Adaptive LXMERT with code")
+        generator = torch.Generator().manual_seed(1)
+        corner = torch.rand(2, 4, 2, generator=generator) * 0.5
+        inputs = processor(text=["is there a circle?", "what shape?"], visual_feats=torch.randn(2, 4, 8, generator=generator),
+                           visual_pos=torch.cat([corner, corner + 0.3], -1), return_tensors="pt")
+        with torch.no_grad():
+            scores = model(**inputs).question_answering_score
+        torch.save({{"inputs": dict(inputs), "scores": scores}}, {str(tmp_path / "ref.pt")!r})
+        """,
+        env=env,
+        cwd=tmp_path,
+    )
+    files = set(local_hub.list_files(repo))
+    assert {"model.safetensors", "config.json", "modeling_adaptive_lxmert.py", "configuration_adaptive_lxmert.py",
+            "processing_adaptive_lxmert.py", "processor_config.json"} <= files
+    config = json.loads(local_hub.read_file(repo, "config.json"))
+    assert config["auto_map"]["AutoModelForVisualQuestionAnswering"] == (
+        "modeling_adaptive_lxmert.AdaptiveLxmertForQuestionAnswering"
+    )
+    assert config["adaptive_span"] and config["attention_entmax"] and config["cross_layerdrop"] == 0.5
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    env.pop("PYTHONPATH", None)
+    run_python(
+        NO_HF_VL
+        + f"""        import torch
+        from transformers import AutoModelForVisualQuestionAnswering, AutoProcessor
+        model = AutoModelForVisualQuestionAnswering.from_pretrained({repo!r}, trust_remote_code=True).eval()
+        assert type(model).__module__.startswith("transformers_modules."), type(model).__module__
+        ref = torch.load({str(tmp_path / "ref.pt")!r})
+        with torch.no_grad():  # LayerDrop is off in eval: the same scores every call
+            for _ in range(2):
+                torch.testing.assert_close(model(**ref["inputs"]).question_answering_score, ref["scores"],
+                                           atol=1e-5, rtol=0)
+        processor = AutoProcessor.from_pretrained({repo!r}, trust_remote_code=True)
+        assert type(processor).__name__ == "AdaptiveLxmertProcessor", type(processor)
+        print("REMOTE CODE OK")
+        """,
+        env=env,
+        cwd=elsewhere,
+    )
