@@ -69,6 +69,14 @@ RECIPES = {
         "--learning_rate", "5e-4", "--warmup_steps", "50", "--logging_steps", "50", "--save_strategy", "no",
         "--report_to", "none", "--disable_tqdm", "true", "--seed", "42",
     ],
+    # InterBERT from the shipped MiniLM (its embeddings and first 4 layers: 2 in the single-stream interaction module,
+    # 2 in the text extractor; image extractor, region embeddings, poolers and head new) on the grid regions
+    "interbert": [
+        "--model_type", "interbert", "--text_num_layers", "4", "--hidden_size", "128", "--fusion_dropout", "0",
+        "--num_train_epochs", "2", "--per_device_train_batch_size", "128", "--per_device_eval_batch_size", "256",
+        "--learning_rate", "5e-4", "--warmup_steps", "50", "--logging_steps", "50", "--save_strategy", "no",
+        "--report_to", "none", "--disable_tqdm", "true", "--seed", "42",
+    ],
 }
 # the paper's mechanisms, one at a time, on the same recipe (results/easy_vqa_adaptive_lxmert_<mechanism>.json)
 # The span starts covering half the 64-key maximum (every key of these inputs: <= 20 words, 17 regions) and the span

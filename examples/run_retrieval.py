@@ -28,6 +28,7 @@ from transformers.trainer_utils import get_last_checkpoint
 import hf_vl
 from hf_vl.data import load_easy_vqa_captions
 from hf_vl.hub import save_for_hub
+from hf_vl.metrics import caption_level_retrieval
 from hf_vl.training import local_pretrained_path
 
 
@@ -77,16 +78,8 @@ def caption_retrieval_metrics(model, processor, dataset, ks=(1, 5, 10), batch_si
         pixel_values = processor.image_processor(images=images, return_tensors="pt")["pixel_values"]
         image_embeds.append(model.vlmo.get_image_features(pixel_values=pixel_values).pooler_output)
     similarity = torch.cat(image_embeds) @ text_embeds.t()  # (num_images, num_captions)
-    truth = torch.tensor([captions.index(caption) for caption in dataset["caption"]])
-    metrics = {}
-    i2t_rank = (similarity > similarity.gather(1, truth[:, None])).sum(1)  # captions scoring above the true one
-    for k in ks:
-        if k <= len(captions):
-            metrics[f"i2t_r{k}"] = (i2t_rank < k).float().mean().item()
-        top = similarity.t().topk(min(k, len(dataset)), dim=1).indices  # (num_captions, k) images
-        metrics[f"t2i_p{k}"] = (truth[top] == torch.arange(len(captions))[:, None]).float().mean().item()
-    metrics["num_images"], metrics["num_captions"] = len(dataset), len(captions)
-    return metrics
+    truth = [captions.index(caption) for caption in dataset["caption"]]
+    return caption_level_retrieval(similarity, truth, ks=ks)
 
 
 def build_model(args: RetrievalArguments, tokenizer):

@@ -74,7 +74,8 @@ def test_caption_level_metrics_on_a_hand_built_similarity():
         def __getitem__(self, key):
             return dict.__getitem__(self, key) if isinstance(key, str) else {"image": rows["image"][key]}
 
-    metrics = caption_retrieval_metrics(Encoder(), Processor(), Dataset(rows), ks=(1, 2))
-    assert metrics["i2t_r1"] == 0.75 and metrics["i2t_r2"] == 1.0  # image 2 ("c") looks like "a": its caption 2nd
+    metrics = caption_retrieval_metrics(Encoder(), Processor(), Dataset(rows), ks=(1, 2, 3))
+    # image 2 ("c") looks like "a" and scores "b" and "c" equally: the tie counts against it, its caption ranks 3rd
+    assert metrics["i2t_r1"] == 0.75 and metrics["i2t_r2"] == 0.75 and metrics["i2t_r3"] == 1.0
     assert metrics["t2i_p1"] == pytest.approx(2 / 3)  # "a" -> image 0, "b" -> image 1, "c" -> image 3 (wrong)
     assert Path(SCRIPT).is_file()

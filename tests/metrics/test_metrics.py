@@ -282,3 +282,37 @@ def test_evaluate_load_of_local_paths_works_offline(tmp_path):
     assert results["retrieval_recall"]["i2t_r1"] == pytest.approx(1 / 3)
     assert results["retrieval_recall"]["t2i_r1"] == pytest.approx(1 / 3)
     assert (tmp_path / "modules" / "evaluate_modules" / "metrics" / "vqa_score").is_dir()
+
+
+def test_caption_level_retrieval_against_a_brute_force_count():
+    """i2t: the image's caption among the top K distinct captions (ties against it); t2i: precision@K over images."""
+    from hf_vl.metrics import caption_level_retrieval
+
+    rng = np.random.default_rng(0)
+    similarity = rng.integers(0, 4, size=(30, 5)).astype(float)  # many ties
+    truth = rng.integers(0, 5, size=30)
+    truth[:5] = np.arange(5)  # every caption describes at least one image
+    result = caption_level_retrieval(similarity, truth, ks=(1, 2, 10))
+    for k in (1, 2):
+        hits = [sum(similarity[i, c] >= similarity[i, truth[i]] for c in range(5) if c != truth[i]) < k for i in range(30)]
+        assert result[f"i2t_r{k}"] == pytest.approx(np.mean(hits))
+        assert result[f"i2t_chance_r{k}"] == k / 5
+    assert "i2t_r10" not in result  # K beyond the number of captions
+    order = np.argsort(-similarity.T, axis=1, kind="stable")
+    for k in (1, 2, 10):
+        expected = np.mean([[truth[i] == c for i in order[c, :k]] for c in range(5)])
+        assert result[f"t2i_p{k}"] == pytest.approx(expected)
+        assert result[f"t2i_chance_p{k}"] == pytest.approx(1 / 5)
+    assert (result["num_images"], result["num_captions"]) == (30, 5)
+    perfect = caption_level_retrieval(np.eye(5)[truth], truth, ks=(1,))
+    assert perfect["i2t_r1"] == 1.0 and perfect["t2i_p1"] == 1.0
+    constant = caption_level_retrieval(np.zeros((30, 5)), truth, ks=(1,))
+    assert constant["i2t_r1"] == 0.0  # a constant scorer gets no credit
+    with pytest.raises(ValueError, match="image_captions"):
+        caption_level_retrieval(similarity, truth[:-1])
+    with pytest.raises(ValueError, match="image_captions"):
+        caption_level_retrieval(similarity, np.full(30, 5))
+    with pytest.raises(ValueError, match="NaN"):
+        caption_level_retrieval(np.full((2, 2), np.nan), [0, 1])
+    with pytest.raises(ValueError, match="ks"):
+        caption_level_retrieval(similarity, truth, ks=(0,))

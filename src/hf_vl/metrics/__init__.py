@@ -22,6 +22,7 @@ from typing import Any
 from .accuracy.accuracy import Accuracy
 from .functional import (
     accuracy_score,
+    caption_level_retrieval,
     compute_retrieval_metrics,
     compute_vqa_metrics,
     retrieval_recall_at_k,
@@ -37,6 +38,7 @@ __all__ = [
     "RetrievalRecall",
     "VqaScore",
     "accuracy_score",
+    "caption_level_retrieval",
     "compute_retrieval_metrics",
     "compute_vqa_metrics",
     "load",

@@ -17,6 +17,7 @@ from hf_vl.data.vqa import normalize_vqa_answer, process_digit_article, process_
 __all__ = [
     "REFERENCE_NORMALIZATIONS",
     "accuracy_score",
+    "caption_level_retrieval",
     "compute_retrieval_metrics",
     "compute_vqa_metrics",
     "retrieval_recall_at_k",
@@ -279,6 +280,60 @@ def retrieval_recall_at_k(similarity: Any, text_to_image: Any, ks: Sequence[int]
     recalls = list(result.values())
     result["r_mean"] = float(np.mean(recalls))
     result["rsum"] = float(np.sum(recalls))
+    return result
+
+
+def caption_level_retrieval(similarity: Any, image_captions: Any, ks: Sequence[int] = (1, 5, 10)) -> dict[str, float]:
+    """Retrieval metrics for a caption set where many images share one caption (templated captions such as
+    easy-VQA's "a blue circle": 24 distinct captions over hundreds of images), so recall@K over images is not defined.
+
+    - image -> text, ``i2t_r{K}``: the distinct captions are ranked for every image; success when the image's own
+      caption is in the top K (ties count against it);
+    - text -> image, ``t2i_p{K}``: the images are ranked for every caption; precision@K = the share of the top K
+      images that the caption describes.
+
+    Args:
+        similarity: ``(num_images, num_captions)`` scores, one column per distinct caption.
+        image_captions: ``(num_images,)`` the column index of each image's caption.
+        ks: the K values (image -> text recalls only for K <= num_captions).
+
+    Returns:
+        ``{"i2t_r1", ..., "t2i_p1", ..., "i2t_chance_r1", ..., "t2i_chance_p1", ..., "num_images", "num_captions"}``:
+        the chance levels are those of a random ranking (K / num_captions for i2t; for t2i the mean share of images
+        a caption describes).
+
+    Example:
+        >>> caption_level_retrieval([[0.9, 0.1], [0.2, 0.7], [0.8, 0.3]], [0, 1, 0], ks=(1,))["i2t_r1"]
+        1.0
+    """
+    scores = _to_numpy(similarity, "similarity").astype(np.float64)
+    if scores.ndim != 2 or 0 in scores.shape:
+        raise ValueError(f"`similarity` must be a non-empty (num_images, num_captions) matrix, got {scores.shape}.")
+    if np.isnan(scores).any():
+        raise ValueError("`similarity` contains NaN.")
+    num_images, num_captions = scores.shape
+    truth = _to_numpy(image_captions, "image_captions")
+    if truth.shape != (num_images,) or not np.issubdtype(truth.dtype, np.integer):
+        raise ValueError(f"`image_captions` must hold one integer caption index per image, shape ({num_images},); "
+                         f"got {truth.dtype} of shape {truth.shape}.")  # fmt: skip
+    if truth.min() < 0 or truth.max() >= num_captions:
+        raise ValueError(f"`image_captions` must lie in [0, {num_captions}), got [{truth.min()}, {truth.max()}].")
+    ks = tuple(ks)
+    if not ks or any(isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1 for k in ks):
+        raise ValueError(f"`ks` must be positive ints, got {ks!r}.")
+    own = scores[np.arange(num_images), truth][:, None]
+    i2t_rank = ((scores >= own).sum(1) - 1)  # other captions scoring at least as high (ties count against)
+    described = truth[None, :] == np.arange(num_captions)[:, None]  # (num_captions, num_images)
+    order = np.argsort(-scores.T, axis=1, kind="stable")  # images by decreasing score, per caption
+    result: dict[str, float] = {}
+    for k in ks:
+        if k <= num_captions:
+            result[f"i2t_r{k}"] = float((i2t_rank < k).mean())
+            result[f"i2t_chance_r{k}"] = k / num_captions
+        top = order[:, : min(k, num_images)]
+        result[f"t2i_p{k}"] = float(np.take_along_axis(described, top, axis=1).mean())
+        result[f"t2i_chance_p{k}"] = float(described.mean())
+    result["num_images"], result["num_captions"] = num_images, num_captions
     return result
 
 

@@ -10,6 +10,8 @@ normalised to ``[0, 1]``; ``pos_dim`` 4 = x1, y1, x2, y2, 5 = + area) and ``visu
 - :mod:`hf_vl.regions.extractors`: raw images -> regions (``GridFeatureExtractor``, ``DetectorFeatureExtractor``).
 - :mod:`hf_vl.regions.extract`: dataset-scale extraction (``extract_region_features``) and writing the
   regions to TSV / ``.npz`` files (``write_region_features``).
+- :mod:`hf_vl.regions.codebook`: ``RegionCodebook``, k-means region classes (ids and soft distributions) as
+  masked-region-modelling targets where no detector gives classes.
 - :mod:`hf_vl.regions.processing`: ``RegionProcessor``, tokenizer + region source (raw images through an
   extractor, or precomputed regions) for the region models, the ``Trainer`` and the pipelines.
 """
@@ -26,6 +28,7 @@ from .boxes import (
     pad_regions,
     validate_region_inputs,
 )
+from .codebook import RegionCodebook
 from .extractors import DetectorFeatureExtractor, GridFeatureExtractor, RegionFeatureExtractor
 from .formats import (
     FIELDNAMES,
@@ -64,6 +67,7 @@ __all__ = [
     "LEGACY_FIELDNAMES",
     "LEGACY_OPTIONAL_FIELDNAMES",
     "NORMALIZED_BOX_EPS",
+    "RegionCodebook",
     "RegionFeatureError",
     "RegionFeatureExtractor",
     "RegionProcessor",

@@ -5,6 +5,7 @@ import os
 
 from .adaptive_lxmert_callbacks import AdaptiveLxmertClampCallback, AdaptiveLxmertStructureCallback
 from .optimization import create_vl_optimizer, pretrained_parameter_names, vl_parameter_groups
+from .pretraining import PretrainingTrainer
 from .switch_bert_callbacks import GumbelTemperatureCallback
 
 _LOCAL_MODELS = {
@@ -34,6 +35,7 @@ __all__ = [
     "AdaptiveLxmertClampCallback",
     "AdaptiveLxmertStructureCallback",
     "GumbelTemperatureCallback",
+    "PretrainingTrainer",
     "create_vl_optimizer",
     "local_pretrained_path",
     "pretrained_parameter_names",
