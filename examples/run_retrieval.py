@@ -12,6 +12,18 @@ The caption set has 24 distinct captions, each shared by many images, so the pro
 - text -> image: rank the test images for every caption; P@K = the fraction of the top K images it describes.
 In-batch contrastive training needs distinct captions in a batch (two images with the same caption would be each
 other's negatives): the collator keeps the first image of each caption in a batch.
+
+Region models (InterBERT, Switch-BERT: cross-encoders, one fused forward per image-caption pair) take a folder written
+by `examples/run_pretraining.py` (model, region processor, region codebook) or by this script:
+
+    python examples/run_retrieval.py --model_name_or_path runs/interbert-pretraining --do_eval --output_dir runs/zs
+    python examples/run_retrieval.py --model_name_or_path runs/interbert-pretraining --output_dir runs/interbert-ft
+
+A pre-training folder evaluated as is is zero-shot retrieval (the ITM head's match log-odds through
+`from_pretraining_model`); with `--do_train` the retrieval head is fine-tuned with the papers' 4-way multiple choice:
+for each image-caption pair, the true pair, the image with a random other caption, a random other image with the
+caption, and a hard image negative (an image sharing the caption's colour or shape but not both), cross-entropy over
+the four scores. Every test image is then scored against every distinct caption.
 """
 
 import json
@@ -22,19 +34,33 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from transformers import AutoProcessor, AutoTokenizer, HfArgumentParser, Trainer, TrainingArguments, set_seed
+from transformers import (
+    AutoConfig,
+    AutoModelForPreTraining,
+    AutoProcessor,
+    AutoTokenizer,
+    HfArgumentParser,
+    Trainer,
+    TrainingArguments,
+    set_seed,
+)
 from transformers.trainer_utils import get_last_checkpoint
 
 import hf_vl
 from hf_vl.data import load_easy_vqa_captions
 from hf_vl.hub import save_for_hub
 from hf_vl.metrics import caption_level_retrieval
+from hf_vl.regions import RegionProcessor
 from hf_vl.training import local_pretrained_path
+from run_pretraining import RETRIEVAL_HEADS, cross_encoder_caption_retrieval, encode_regions
 
 
 @dataclass
 class RetrievalArguments:
-    model_name_or_path: str | None = field(default=None, metadata={"help": "A trained VLMo retrieval checkpoint."})
+    model_name_or_path: str | None = field(
+        default=None,
+        metadata={"help": "A VLMo retrieval folder, or a region model's pre-training / retrieval folder (cross-encoder)."},
+    )
     tokenizer_name_or_path: str = field(default="all-MiniLM-L6-v2", metadata={"help": "BERT uncased WordPiece."})
     image_size: int = field(default=64)
     patch_size: int = field(default=8)
@@ -106,6 +132,9 @@ def main():
         train = train.shuffle(seed=0).select(range(min(args.max_train_samples, len(train))))
     if args.max_eval_samples is not None:
         test = test.select(range(min(args.max_eval_samples, len(test))))
+    ks = tuple(int(k) for k in args.ks.split(","))
+    if args.model_name_or_path and RegionProcessor.is_saved_in(args.model_name_or_path):
+        return run_cross_encoder(args, training_args, train, test, ks)
     if args.model_name_or_path:
         model = hf_vl.VlmoForImageAndTextRetrieval.from_pretrained(args.model_name_or_path)
         processor = AutoProcessor.from_pretrained(args.model_name_or_path)
@@ -114,7 +143,6 @@ def main():
         model = build_model(args, tokenizer)
         image_processor = hf_vl.VlmoImageProcessor(size={"height": args.image_size, "width": args.image_size})
         processor = hf_vl.VlmoProcessor(image_processor, tokenizer)
-    ks = tuple(int(k) for k in args.ks.split(","))
     trainer = Trainer(model=model, args=training_args, train_dataset=train, data_collator=ContrastiveCollator(processor))
     if training_args.do_train:
         last = get_last_checkpoint(training_args.output_dir) if os.path.isdir(training_args.output_dir) else None
@@ -135,6 +163,74 @@ def main():
               + ", ".join(f"{key[5:]} {value:.4f}" for key, value in metrics.items() if "num_" not in key))
         return metrics
     return {}
+
+
+class MultipleChoiceCollator:
+    """The 4-way multiple choice of InterBERT / Switch-BERT retrieval fine-tuning; see the module docstring. Examples
+    are image indices; the candidates are drawn with `seed`."""
+
+    def __init__(self, tokenizer, captions: list[str], colours: list[str], shapes: list[str], regions: dict, seed: int):
+        self.tokenizer, self.captions, self.regions = tokenizer, captions, regions
+        self.colours, self.shapes = np.asarray(colours), np.asarray(shapes)
+        self.caption_array = np.asarray(captions)
+        self.distinct = sorted(set(captions))
+        self.rng = np.random.default_rng(seed)
+
+    def __call__(self, examples: list[dict]) -> dict:
+        texts, images = [], []
+        for example in examples:
+            i = example["index"]
+            other_captions = [caption for caption in self.distinct if caption != self.captions[i]]
+            other_images = np.flatnonzero(self.caption_array != self.captions[i])
+            hard = np.flatnonzero((self.caption_array != self.captions[i])
+                                  & ((self.colours == self.colours[i]) | (self.shapes == self.shapes[i])))  # fmt: skip
+            texts += [self.captions[i], other_captions[self.rng.integers(len(other_captions))], self.captions[i],
+                      self.captions[i]]  # fmt: skip
+            images += [i, i, int(self.rng.choice(other_images)), int(self.rng.choice(hard if len(hard) else other_images))]
+        text = self.tokenizer(texts, padding=True, return_tensors="pt")
+        batch = {key: value.view(len(examples), 4, -1) for key, value in text.items()}
+        index = torch.tensor(images)
+        batch.update({key: value[index].unflatten(0, (len(examples), 4)) for key, value in self.regions.items()})
+        batch["labels"] = torch.zeros(len(examples), dtype=torch.long)  # the true pair is candidate 0
+        return batch
+
+
+def run_cross_encoder(args: RetrievalArguments, training_args: TrainingArguments, train, test, ks) -> dict:
+    """Region models: zero-shot from a pre-training folder, or 4-way multiple-choice fine-tuning, then evaluation."""
+    path = args.model_name_or_path
+    architecture = (AutoConfig.from_pretrained(path).architectures or [""])[0]
+    processor = RegionProcessor.from_pretrained(path)
+    if architecture in RETRIEVAL_HEADS:  # a pre-training checkpoint: its ITM head scores the pairs
+        model = RETRIEVAL_HEADS[architecture].from_pretraining_model(AutoModelForPreTraining.from_pretrained(path))
+    else:
+        model = getattr(hf_vl, architecture).from_pretrained(path)
+    metrics = {"zero_shot": architecture in RETRIEVAL_HEADS and not training_args.do_train}
+    if training_args.do_train:
+        regions = encode_regions(train, processor.feature_extractor)
+        collator = MultipleChoiceCollator(processor.tokenizer, train["caption"], train["colour"], train["shape"],
+                                          regions, seed=training_args.seed)  # fmt: skip
+        dataset = [{"index": i} for i in range(len(train))]
+        trainer = Trainer(model=model, args=training_args, train_dataset=dataset, data_collator=collator)
+        result = trainer.train()
+        trainer.log_metrics("train", result.metrics)
+        trainer.save_metrics("train", result.metrics)
+        if trainer.is_world_process_zero():
+            save_for_hub(trainer.model, training_args.output_dir)
+            processor.save_pretrained(training_args.output_dir)
+        model = trainer.model
+    if training_args.do_eval and training_args.process_index == 0:
+        captions = sorted(set(test["caption"]))
+        scores = cross_encoder_caption_retrieval(model, processor.tokenizer, captions,
+                                                 [captions.index(caption) for caption in test["caption"]],
+                                                 encode_regions(test, processor.feature_extractor), ks=ks)  # fmt: skip
+        metrics.update({f"eval_{key}": value for key, value in scores.items()})
+        os.makedirs(training_args.output_dir, exist_ok=True)
+        with open(os.path.join(training_args.output_dir, "retrieval_results.json"), "w") as f:
+            json.dump(metrics, f, indent=2)
+        print(("Zero-shot" if metrics["zero_shot"] else "Fine-tuned") + f" retrieval ({len(test)} images, "
+              f"{scores['num_captions']} captions): " + ", ".join(f"{key} {value:.4f}" for key, value in scores.items()
+                                                             if "num_" not in key and "chance" not in key))  # fmt: skip
+    return metrics
 
 
 if __name__ == "__main__":

@@ -91,7 +91,10 @@ def save_for_hub(model: PreTrainedModel, save_directory: str, processor=None, mo
     """
     auto_map = _code_auto_map(model)
     type(model.config).register_for_auto_class("AutoConfig")
-    model_auto = next(name for name, ref in auto_map.items() if ref.endswith(f".{type(model).__name__}"))
+    # A head without a transformers Auto class (e.g. the region models' retrieval heads: hf_vl's own
+    # AutoModelForImageAndTextRetrieval) is registered as "AutoModel" only so that its code is copied; the auto_map
+    # written below is the full one, and `config.architectures` names the head.
+    model_auto = next((name for name, ref in auto_map.items() if ref.endswith(f".{type(model).__name__}")), "AutoModel")
     type(model).register_for_auto_class(model_auto)
     model.save_pretrained(save_directory, safe_serialization=True)
     config_path = os.path.join(save_directory, "config.json")
