@@ -1,7 +1,9 @@
 """Image-text retrieval: task `"image-text-retrieval"`.
 
 Ranks candidate texts for an image (image -> text retrieval) or candidate images for a text (text -> image
-retrieval) by the model's match score, scoring `batch_size` pairs per forward pass.
+retrieval) by the model's match score, scoring `batch_size` pairs per forward pass. A dual encoder (VLMo's
+`VlmoForImageAndTextRetrieval`, CLIP-like models) encodes the query once and each candidate once with its own tower
+and ranks by the temperature-scaled dot product; no fused pair is run.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from ._utils import (
     processor_outputs,
     to_model_dtype,
 )
-from .image_text_matching import ImageTextMatchingPipeline
+from .image_text_matching import ImageTextMatchingPipeline, candidate_key
 
 
 TASK = "image-text-retrieval"
@@ -36,7 +38,15 @@ _QUERY_KEYS = {"image": "candidate_texts", "text": "candidate_images"}
 class ImageTextRetrievalPipeline(ImageTextMatchingPipeline):
     """
     Ranks candidates by the image-text match score of a retrieval head (`AutoModelForImageAndTextRetrieval`, e.g.
-    `MeterForImageAndTextRetrieval`) or of the ITM head of a pre-training checkpoint (`MeterForPreTraining`).
+    `MeterForImageAndTextRetrieval`), of the ITM head of a pre-training checkpoint (`MeterForPreTraining`), or of a
+    dual encoder (`VlmoForImageAndTextRetrieval`, `CLIPModel`, ...: any class of
+    `AutoModelForZeroShotImageClassification`, or a model with `get_image_features` and `get_text_features`).
+
+    Fusion heads score each (query, candidate) pair in a forward pass. A dual encoder is never run on pairs: the query
+    goes through its tower once (`get_image_features` / `get_text_features`), each candidate through the other tower
+    once (`batch_size` candidates per pass; within one call a candidate seen before, e.g. the same candidate texts for
+    several query images, is not encoded again), and the score of a pair is the dot product of the L2-normalised
+    embeddings times `exp(logit_scale)` (plus `logit_bias` where the model has one): the model's `logits_per_image`.
 
     Example:
 
@@ -58,15 +68,20 @@ class ImageTextRetrievalPipeline(ImageTextMatchingPipeline):
             `candidate_images`.
         candidate_images (`list`): the images to rank for each query text.
         top_k (`int`, *optional*): keep the best `top_k` candidates (default: all).
-        batch_size (`int`, *optional*, defaults to 8): (image, text) pairs per forward pass.
+        batch_size (`int`, *optional*, defaults to 8): (image, text) pairs per forward pass (dual encoders: candidates
+            per pass of their tower).
         encode_query_once (`bool`, *optional*, defaults to `True`): run the query image (or text) through its tower
             once and share the result with every candidate pair (models exposing `get_image_encoder_hidden_states` /
-            `get_text_encoder_hidden_states`); `False` re-encodes it for every pair.
+            `get_text_encoder_hidden_states`); `False` re-encodes it for every pair. Dual encoders always encode the
+            query once (the flag changes nothing there).
 
     Returns, per query, a list sorted by decreasing score of `{"text", "score", "probability"}` (image -> text) or
     `{"image_index", "score", "probability"}` (text -> image; the index into `candidate_images`). `score` is the
     match logit of a retrieval head, or the ITM match probability (softmax index 1) of a pre-training head;
-    `probability` is the match probability in both cases (sigmoid of the match logit).
+    `probability` is the match probability in both cases (sigmoid of the match logit). For a dual encoder `score` is
+    the logit (scaled similarity) and `probability` the softmax of the logits over all candidates of the query, as in
+    transformers' `"zero-shot-image-classification"` pipeline (it sums to 1 over the candidates, also when `top_k`
+    keeps fewer; a contrastive model gives no absolute match probability of one pair).
     """
 
     task_name = TASK
@@ -159,11 +174,15 @@ class ImageTextRetrievalPipeline(ImageTextMatchingPipeline):
             pixels = processor_outputs(self.processor, images=image)
             check_inputs_fit_model(self.model, pixels, text_argument="candidate_texts", image_argument="image")
             pixels = to_model_dtype(pixels, self.dtype)
-            if encode_query_once:
+            if self.dual_encoder:
+                pixels = self.encode_query(pixels, "image")
+            elif encode_query_once:
                 pixels = self._encode_once(pixels, "image")
             for index, candidate in enumerate(texts):
                 tokens = processor_outputs(self.processor, text=candidate)
                 check_inputs_fit_model(self.model, tokens, f"candidate_texts[{index}]", image_argument="image")
+                if self.dual_encoder:
+                    tokens["candidate_key"] = candidate_key(tokens, "text")
                 yield {
                     **tokens,
                     **pixels,
@@ -176,14 +195,19 @@ class ImageTextRetrievalPipeline(ImageTextMatchingPipeline):
             images = _check_candidate_images(inputs.get("candidate_images"))
             tokens = processor_outputs(self.processor, text=text)
             check_inputs_fit_model(self.model, tokens, text_argument="text", image_argument="candidate_images")
-            if encode_query_once:
+            if self.dual_encoder:
+                tokens = self.encode_query(tokens, "text")
+            elif encode_query_once:
                 tokens = self._encode_once(tokens, "text")
             for index, candidate in enumerate(images):
                 pixels = processor_outputs(self.processor, images=candidate)
                 check_inputs_fit_model(self.model, pixels, "text", image_argument=f"candidate_images[{index}]")
+                pixels = to_model_dtype(pixels, self.dtype)
+                if self.dual_encoder:
+                    pixels["candidate_key"] = candidate_key(pixels, "image")
                 yield {
                     **tokens,
-                    **to_model_dtype(pixels, self.dtype),
+                    **pixels,
                     "candidate_text": None,
                     "candidate_image_index": index,
                     "is_last": index == len(images) - 1,
@@ -209,16 +233,18 @@ class ImageTextRetrievalPipeline(ImageTextMatchingPipeline):
         return {**rest, "text_embeds": text_embeds}
 
     def postprocess(self, model_outputs: list[dict], top_k: int | None = None):
+        logits = torch.cat([output["match_logit"].reshape(-1)[:1] for output in model_outputs]).float()
+        # dual encoder: softmax over the query's candidates (CLIP's zero-shot convention); fusion heads: sigmoid
+        probabilities = logits.softmax(-1) if self.dual_encoder else logits.sigmoid()
         results = []
-        for output in model_outputs:
-            logit = float(output["match_logit"].reshape(-1)[0])
+        for output, probability in zip(model_outputs, probabilities.tolist()):
             entry = (
                 {"text": output["candidate_text"]}
                 if output["candidate_text"] is not None
                 else {"image_index": int(output["candidate_image_index"])}
             )
             entry["score"] = float(output["score"].reshape(-1)[0])
-            entry["probability"] = float(torch.tensor(logit).sigmoid())
+            entry["probability"] = probability
             results.append(entry)
         results.sort(key=lambda entry: -entry["score"])  # stable: ties keep the candidate order
         return results if top_k is None else results[:top_k]

@@ -3,7 +3,9 @@
 Each candidate label is turned into a caption with `hypothesis_template` and scored against the image by the ITM /
 retrieval head; the scores are the softmax over the labels of the match logits. (transformers' own
 `"zero-shot-image-classification"` needs a CLIP-style dual encoder with `logits_per_image`; fusion models like METER
-score one (image, caption) pair per forward pass instead, hence a separate task.)
+score one (image, caption) pair per forward pass instead, hence a separate task.) A dual encoder (VLMo's
+`VlmoForImageAndTextRetrieval`, CLIP) also works here: the image and each caption are encoded once by their own towers,
+which gives the scores of transformers' pipeline for the same captions.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from ._utils import (
     processor_outputs,
     to_model_dtype,
 )
-from .image_text_matching import ImageTextMatchingPipeline
+from .image_text_matching import ImageTextMatchingPipeline, candidate_key
 
 
 TASK = "itm-zero-shot-image-classification"
@@ -48,7 +50,8 @@ class ITMZeroShotImageClassificationPipeline(ImageTextMatchingPipeline):
     """
     Classifies an image into labels chosen at call time, scoring the caption `hypothesis_template.format(label)` of
     each label with an image-text matching head (retrieval head: its logit; ITM head of a pre-training checkpoint:
-    `itm_logits[1] - itm_logits[0]`) and taking the softmax over the labels.
+    `itm_logits[1] - itm_logits[0]`; dual encoder: `exp(logit_scale)` times the dot product of the image and caption
+    embeddings, each encoded once) and taking the softmax over the labels.
 
     Example:
 
@@ -125,9 +128,13 @@ class ITMZeroShotImageClassificationPipeline(ImageTextMatchingPipeline):
         pixels = processor_outputs(self.processor, images=image)
         check_inputs_fit_model(self.model, pixels, text_argument="candidate_labels", image_argument="image")
         pixels = to_model_dtype(pixels, self.dtype)
+        if self.dual_encoder:
+            pixels = self.encode_query(pixels, "image")
         for index, label in enumerate(labels):
             tokens = processor_outputs(self.processor, text=template.format(label))
             check_inputs_fit_model(self.model, tokens, f"candidate_labels[{index}]", image_argument="image")
+            if self.dual_encoder:
+                tokens["candidate_key"] = candidate_key(tokens, "text")
             yield {
                 **tokens,
                 **pixels,
