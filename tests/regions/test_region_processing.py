@@ -131,6 +131,14 @@ def test_images_without_text_give_region_inputs_only(processor, images):
     assert set(batch) == set(REGION_KEYS)
 
 
+def test_text_without_regions_gives_text_inputs_only(processor, tokenizer):
+    """The pipelines encode a query and its candidates apart: text alone is tokenised as the tokenizer does."""
+    batch = processor(text=["is there a red circle?", "what shape?"], padding=True)
+    assert set(batch) == set(TEXT_KEYS)
+    expected = tokenizer(["is there a red circle?", "what shape?"], padding=True, return_tensors="pt")
+    assert torch.equal(batch["input_ids"], expected["input_ids"])
+
+
 def test_default_processor_uses_the_grid_extractor(tokenizer):
     processor = RegionProcessor(tokenizer)
     assert isinstance(processor.feature_extractor, GridFeatureExtractor)
@@ -210,8 +218,7 @@ FEATS, POS = region_batch(batch_size=1)
     "kwargs, error, match",
     [
         (dict(images="IMAGE", visual_feats=FEATS, visual_pos=POS, text="q"), ValueError, r"`images`.*not both"),
-        (dict(text="q"), ValueError, r"region source: `images=`"),
-        (dict(), ValueError, r"`images=` .* or `visual_feats=`"),
+        (dict(), ValueError, r"`text=` and/or a region source: `images=` .* or `visual_feats=`"),
         (dict(text="q", visual_feats=FEATS), ValueError, r"`visual_feats` needs `visual_pos`"),
         (dict(text="q", visual_pos=POS), ValueError, r"without `visual_feats`"),
         (dict(text="q", visual_feats=np.where(np.arange(24) == 3, np.nan, FEATS), visual_pos=POS), ValueError, "NaN"),

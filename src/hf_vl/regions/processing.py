@@ -264,7 +264,8 @@ class RegionProcessor:
             padding, truncation, max_length, tokenizer_kwargs: passed to the tokenizer.
             return_tensors: ``"pt"`` (default) or ``"np"``.
 
-        Exactly one region source is required: ``images`` or ``visual_feats`` + ``visual_pos``. Raises
+        At most one region source: ``images`` or ``visual_feats`` + ``visual_pos``; without one only the text is
+        encoded, without ``text`` only the regions (the pipelines encode a query and its candidates apart). Raises
         ``ValueError`` naming the argument for both / neither, a missing ``visual_pos``, NaN / inf features,
         boxes outside ``[0, 1]``, a ``feat_dim`` / ``pos_dim`` other than the model's, a different number of
         texts and images, or an empty text.
@@ -289,10 +290,10 @@ class RegionProcessor:
             raise ValueError(f"{given} given without `visual_feats`: pass the region features too")
         if visual_feats is not None and visual_pos is None:
             raise ValueError("`visual_feats` needs `visual_pos` (the regions' boxes, normalised to [0, 1])")
-        if images is None and visual_feats is None:
+        if images is None and visual_feats is None and text is None:
             raise ValueError(
-                "Pass a region source: `images=` (raw images, run through the feature extractor) or `visual_feats=` + "
-                "`visual_pos=` (precomputed regions)"
+                "Pass `text=` and/or a region source: `images=` (raw images, run through the feature extractor) or "
+                "`visual_feats=` + `visual_pos=` (precomputed regions)"
             )
         num_texts = _check_text(text)
 
