@@ -35,7 +35,7 @@ def main():
     args = parser.parse_args()
     output_dir = ROOT / "runs" / f"{args.model_type}-pretraining"
     command = [sys.executable, "examples/run_pretraining.py", "--model_type", args.model_type, "--output_dir",
-               str(output_dir.relative_to(ROOT)), "--overwrite_output_dir", *RECIPE]  # fmt: skip
+               str(output_dir.relative_to(ROOT)), *RECIPE]  # fmt: skip
     env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
     load_before = os.getloadavg()
     start = time.time()

@@ -24,6 +24,7 @@ from .auto import (
     AutoModelForImageAndTextRetrieval,
     AutoModelForImagesAndTextClassification,
     AutoModelForImageTextClassification,
+    AutoModelForReferringExpression,
 )
 from .models.adaptive_lxmert import (
     AdaptiveLxmertConfig,
@@ -136,6 +137,7 @@ MODEL_AUTO_CLASSES = {
         (AutoModelForPreTraining, SwitchBertForPreTraining),
         (AutoModelForVisualQuestionAnswering, SwitchBertForQuestionAnswering),
         (AutoModelForImageAndTextRetrieval, SwitchBertForImageAndTextRetrieval),
+        (AutoModelForReferringExpression, SwitchBertForReferringExpression),
     ),
 }
 
@@ -213,6 +215,7 @@ __all__ = [
     "AutoModelForImageAndTextRetrieval",
     "AutoModelForImagesAndTextClassification",
     "AutoModelForImageTextClassification",
+    "AutoModelForReferringExpression",
     "InterBertClassifierOutput",
     "InterBertConfig",
     "InterBertForImageAndTextRetrieval",

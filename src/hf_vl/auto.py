@@ -33,8 +33,17 @@ class AutoModelForImageTextClassification(_BaseAutoModelClass):
     _model_mapping = _empty_mapping()
 
 
+class AutoModelForReferringExpression(_BaseAutoModelClass):
+    """Referring-expression heads: one matching score per region of `visual_feats` (`logits (batch_size,
+    num_regions)`), e.g. `SwitchBertForReferringExpression`. The model class of the `"vl-referring-expression"`
+    pipeline."""
+
+    _model_mapping = _empty_mapping()
+
+
 __all__ = [
     "AutoModelForImageAndTextRetrieval",
+    "AutoModelForReferringExpression",
     "AutoModelForImagesAndTextClassification",
     "AutoModelForImageTextClassification",
 ]

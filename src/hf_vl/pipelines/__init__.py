@@ -10,6 +10,11 @@
 - `"itm-zero-shot-image-classification"`: `ITMZeroShotImageClassificationPipeline`, model loaded with
   `AutoModelForImageTextMatching`.
   `pipe(image, candidate_labels=[...], hypothesis_template="a photo of a {}.", top_k=None)` -> `[{"label", "score"}]`.
+- `"vl-referring-expression"`: `ReferringExpressionPipeline`, model loaded with `AutoModelForReferringExpression`
+  (e.g. `SwitchBertForReferringExpression`); candidate boxes become region features through the
+  `hf_vl.regions.BoxFeatureExtractor` saved with the model.
+  `pipe(image, expression="the red triangle", boxes=[[x1, y1, x2, y2], ...], top_k=None)` ->
+  `{"score", "box": {"xmin", "ymin", "xmax", "ymax"}, "region_index"}` (a list of the `top_k` best with `top_k`).
 
 transformers v5 refuses the task name `"visual-question-answering"` (removed task), hence `"vl-question-answering"`.
 It also lists `"vqa"` as removed: `register_pipelines()` takes `"vqa"` off that list (only that alias) and points it
@@ -24,6 +29,7 @@ from transformers import AutoModelForVisualQuestionAnswering
 from .image_text_matching import AutoModelForImageTextMatching, ImageTextMatchingPipeline
 from .image_text_retrieval import ImageTextRetrievalPipeline
 from .itm_zero_shot_image_classification import ITMZeroShotImageClassificationPipeline
+from .referring_expression import AutoModelForReferringExpression, ReferringExpressionPipeline
 from .vl_question_answering import VLQuestionAnsweringPipeline
 
 
@@ -32,6 +38,7 @@ SUPPORTED_TASKS = {
     "vl-question-answering": VLQuestionAnsweringPipeline,
     "image-text-retrieval": ImageTextRetrievalPipeline,
     "itm-zero-shot-image-classification": ITMZeroShotImageClassificationPipeline,
+    "vl-referring-expression": ReferringExpressionPipeline,
 }
 
 # alias -> task name
@@ -42,6 +49,7 @@ TASK_MODEL_CLASSES = {
     "vl-question-answering": (AutoModelForVisualQuestionAnswering,),
     "image-text-retrieval": (AutoModelForImageTextMatching,),
     "itm-zero-shot-image-classification": (AutoModelForImageTextMatching,),
+    "vl-referring-expression": (AutoModelForReferringExpression,),
 }
 
 
@@ -69,9 +77,11 @@ def register_pipelines() -> None:
 
 __all__ = [
     "AutoModelForImageTextMatching",
+    "AutoModelForReferringExpression",
     "ITMZeroShotImageClassificationPipeline",
     "ImageTextMatchingPipeline",
     "ImageTextRetrievalPipeline",
+    "ReferringExpressionPipeline",
     "SUPPORTED_TASKS",
     "TASK_ALIASES",
     "TASK_MODEL_CLASSES",

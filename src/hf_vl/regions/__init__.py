@@ -29,6 +29,7 @@ from .boxes import (
     validate_region_inputs,
 )
 from .codebook import RegionCodebook
+from .box_features import BOX_FEATURE_EXTRACTOR_SUBFOLDER, BoxFeatureExtractor
 from .extractors import DetectorFeatureExtractor, GridFeatureExtractor, RegionFeatureExtractor
 from .formats import (
     FIELDNAMES,
@@ -60,6 +61,8 @@ def __getattr__(name: str):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = [
+    "BOX_FEATURE_EXTRACTOR_SUBFOLDER",
+    "BoxFeatureExtractor",
     "DetectorFeatureExtractor",
     "FIELDNAMES",
     "GLOBAL_REGION_BOX",
