@@ -11,6 +11,9 @@ a shared CPU hits them alike).
    (50 bisection steps) at LXMERT's attention shape `(32, 12, 36, 36)` (needs `pip install entmax`; skipped without).
 3. Model-level cost of span (eager and sdpa), entmax and span + entmax relative to the plain eager model, with the
    share of attention FLOPs (score and value products) the spans keep.
+4. Layer-level cost of the same variants: one vision self-attention layer (attention + FFN) on `(batch, regions,
+   hidden)` states, each variant's own layer, relative to the plain eager layer (the issue's goal: a learnable-alpha
+   entmax layer <= 1.5x a softmax layer).
 
     python benchmarks/adaptive_lxmert_throughput.py                 # writes benchmarks/results/adaptive_lxmert_throughput.json
     python benchmarks/adaptive_lxmert_throughput.py --iterations 2 --threads 2
@@ -155,6 +158,16 @@ def main(argv=None):
         results["mechanisms"][name] = {"seconds": seconds[name], "vs_plain_eager": seconds[name] / eager_seconds,
                                        "attention_flops_effective_vs_dense": flops["effective"] / flops["dense"]}
         print(f"{name}: {seconds[name]:.3f}s (x{seconds[name] / eager_seconds:.2f} of plain eager)")
+    # 4. layer level: the first vision self-attention layer of each variant (its span / alpha parameters included)
+    states = torch.randn(args.batch_size, args.num_regions, lxmert_config.hidden_size)
+    layers = {name: model.encoder.r_layers[0] for name, model in variants.items()}
+    layer_seconds = compare({name: (lambda layer=layer: layer(states)) for name, layer in layers.items()},
+                            5 * args.iterations)  # fmt: skip
+    results["layer"] = {"plain_eager_seconds": layer_seconds["plain_eager"]}
+    for name in mechanisms:
+        ratio = layer_seconds[name] / layer_seconds["plain_eager"]
+        results["layer"][name] = {"seconds": layer_seconds[name], "vs_plain_eager": ratio}
+        print(f"layer {name}: {layer_seconds[name] * 1e3:.1f} ms (x{ratio:.2f} of a plain eager layer)")
     results["wall_seconds"] = time.time() - started
     # a load above the core count means other processes shared the CPU: ratios are then only indicative
     results["load_average_at_end"] = os.getloadavg()[0]
