@@ -149,7 +149,8 @@ class DataArguments:
     max_text_length: int = field(default=24)
     cache_images: bool = field(
         default=True,
-        metadata={"help": "Process each image once and keep its pixel values (VQA asks many questions per image)."},
+        metadata={"help": "Process each image once and keep its pixel values, or its regions for region models (VQA "
+                  "asks many questions per image)."},
     )
     question_type_column: str | None = field(
         default=None,
@@ -208,6 +209,8 @@ class VqaCollator:
 
     def _process_images(self, values):
         images = [_decode_image(value).convert("RGB") for value in values]
+        if isinstance(self.processor, RegionProcessor):  # the extractor's regions (eval mode: per image, no batch effect)
+            return dict(self.processor(images=images, return_tensors="pt"))
         return dict(self.processor.image_processor(images=images, return_tensors="pt"))
 
     def __call__(self, examples):
@@ -605,7 +608,7 @@ def main():
     region_columns = region_model and all(column in train.column_names for column in REGION_COLUMNS)
     label_format = label_format_for(model)
     label2id = {label: int(i) for i, label in id2label.items()}
-    cache_images = data_args.cache_images and not region_model and all(
+    cache_images = data_args.cache_images and not region_columns and all(
         isinstance(split.features.get(data_args.image_column), datasets.Image) for split in (train, evaluation)
     )
     if cache_images:  # the collator decodes (once per image), keyed by the file path or the bytes

@@ -104,3 +104,29 @@ def test_a_run_with_the_caches_matches_a_run_without(tmp_path):
     assert cached.keys() == uncached.keys()
     for key in cached:  # the text features of the cache are computed per question: equal up to float rounding
         torch.testing.assert_close(cached[key], uncached[key], atol=1e-4, rtol=1e-4, msg=key)
+
+
+def test_region_collator_extracts_each_images_regions_once():
+    """Region models: with the image cache each image's grid regions are extracted once and the batches equal the
+    uncached collator's (questions, regions, labels)."""
+    sys.path.insert(0, str(ROOT / "examples"))
+    from run_vqa import VqaCollator
+
+    from hf_vl.regions import GridFeatureExtractor, RegionProcessor
+
+    processor = RegionProcessor(AutoTokenizer.from_pretrained(local_pretrained_path("minilm")),
+                                GridFeatureExtractor(grid_size=4, pos_dim=4))  # fmt: skip
+    questions = load_easy_vqa("train").select(range(24))
+    label2id = {answer: i for i, answer in enumerate(sorted({a for answers in questions["answers"] for a in answers}))}
+    args = (processor, label2id, "image", "question", "answers", 24)
+    cached = VqaCollator(*args, cache_images=True)
+    plain = VqaCollator(*args, cache_images=False)
+    undecoded = list(questions.cast_column("image", datasets.Image(decode=False)))
+    for start in (0, 12, 0):  # the third batch is served from the cache
+        expected = plain(list(questions.select(range(start, start + 12))))
+        batch = cached(undecoded[start : start + 12])
+        assert set(batch) == set(expected)
+        for key, value in expected.items():
+            torch.testing.assert_close(batch[key], value, atol=1e-6, rtol=1e-6)
+    assert cached.image_cache.misses == len(set(questions["image_id"]))
+    assert cached.image_cache.hits == 36 - cached.image_cache.misses
