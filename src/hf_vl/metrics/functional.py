@@ -220,6 +220,22 @@ def _ranks_of_first_positive(scores: np.ndarray, positives: np.ndarray) -> np.nd
     return ((scores >= best_positive) & ~positives).sum(axis=1)
 
 
+def _check_similarity(similarity: Any, shape_name: str) -> np.ndarray:
+    scores = _to_numpy(similarity, "similarity").astype(np.float64)
+    if scores.ndim != 2 or 0 in scores.shape:
+        raise ValueError(f"`similarity` must be a non-empty {shape_name} matrix, got shape {scores.shape}.")
+    if np.isnan(scores).any():
+        raise ValueError("`similarity` contains NaN.")
+    return scores
+
+
+def _check_ks(ks: Sequence[int]) -> tuple[int, ...]:
+    ks = tuple(ks)
+    if not ks or any(isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1 for k in ks):
+        raise ValueError(f"`ks` must be positive ints, got {ks!r}.")
+    return ks
+
+
 def retrieval_recall_at_k(similarity: Any, text_to_image: Any, ks: Sequence[int] = (1, 5, 10)) -> dict[str, float]:
     """Image-text retrieval recall@K from a similarity matrix.
 
@@ -243,11 +259,7 @@ def retrieval_recall_at_k(similarity: Any, text_to_image: Any, ks: Sequence[int]
         >>> retrieval_recall_at_k(sim, [0, 1, 0], ks=(1,))
         {'i2t_r1': 1.0, 't2i_r1': 1.0, 'r_mean': 1.0, 'rsum': 2.0}
     """
-    scores = _to_numpy(similarity, "similarity").astype(np.float64)
-    if scores.ndim != 2 or 0 in scores.shape:
-        raise ValueError(f"`similarity` must be a non-empty (num_images, num_texts) matrix, got shape {scores.shape}.")
-    if np.isnan(scores).any():
-        raise ValueError("`similarity` contains NaN.")
+    scores = _check_similarity(similarity, "(num_images, num_texts)")
     num_images, num_texts = scores.shape
     text_to_image = _to_numpy(text_to_image, "text_to_image")
     if text_to_image.shape != (num_texts,) or not np.issubdtype(text_to_image.dtype, np.integer):
@@ -260,9 +272,7 @@ def retrieval_recall_at_k(similarity: Any, text_to_image: Any, ks: Sequence[int]
             f"`text_to_image` must lie in [0, {num_images}), got values in "
             f"[{text_to_image.min()}, {text_to_image.max()}]."
         )
-    ks = tuple(ks)
-    if not ks or any(isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1 for k in ks):
-        raise ValueError(f"`ks` must be positive ints, got {ks!r}.")
+    ks = _check_ks(ks)
     # positives[i, t]: text t describes image i.
     positives = text_to_image[None, :] == np.arange(num_images)[:, None]
     images_without_text = np.flatnonzero(~positives.any(axis=1))
@@ -306,11 +316,7 @@ def caption_level_retrieval(similarity: Any, image_captions: Any, ks: Sequence[i
         >>> caption_level_retrieval([[0.9, 0.1], [0.2, 0.7], [0.8, 0.3]], [0, 1, 0], ks=(1,))["i2t_r1"]
         1.0
     """
-    scores = _to_numpy(similarity, "similarity").astype(np.float64)
-    if scores.ndim != 2 or 0 in scores.shape:
-        raise ValueError(f"`similarity` must be a non-empty (num_images, num_captions) matrix, got {scores.shape}.")
-    if np.isnan(scores).any():
-        raise ValueError("`similarity` contains NaN.")
+    scores = _check_similarity(similarity, "(num_images, num_captions)")
     num_images, num_captions = scores.shape
     truth = _to_numpy(image_captions, "image_captions")
     if truth.shape != (num_images,) or not np.issubdtype(truth.dtype, np.integer):
@@ -318,9 +324,7 @@ def caption_level_retrieval(similarity: Any, image_captions: Any, ks: Sequence[i
                          f"got {truth.dtype} of shape {truth.shape}.")  # fmt: skip
     if truth.min() < 0 or truth.max() >= num_captions:
         raise ValueError(f"`image_captions` must lie in [0, {num_captions}), got [{truth.min()}, {truth.max()}].")
-    ks = tuple(ks)
-    if not ks or any(isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1 for k in ks):
-        raise ValueError(f"`ks` must be positive ints, got {ks!r}.")
+    ks = _check_ks(ks)
     own = scores[np.arange(num_images), truth][:, None]
     i2t_rank = ((scores >= own).sum(1) - 1)  # other captions scoring at least as high (ties count against)
     described = truth[None, :] == np.arange(num_captions)[:, None]  # (num_captions, num_images)

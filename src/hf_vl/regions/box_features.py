@@ -49,6 +49,7 @@ from .extractors import (
     images_to_tensors,
     load_region_extractor,
 )
+from .processing import _describe
 
 __all__ = ["BOX_FEATURE_EXTRACTOR_SUBFOLDER", "BOX_FORMATS", "BoxFeatureExtractor"]
 
@@ -57,14 +58,6 @@ BOX_FEATURE_EXTRACTOR_SUBFOLDER = "box_feature_extractor"
 #: Accepted ``box_format`` values: pixel corners of the image, or corners normalised to ``[0, 1]``.
 BOX_FORMATS = ("pixel", "normalized")
 _DESCRIPTOR_SUBFOLDER = "descriptor"
-
-
-def _describe(value: Any) -> str:
-    if isinstance(value, (np.ndarray, torch.Tensor)):
-        return f"{type(value).__name__} of shape {tuple(value.shape)}"
-    if isinstance(value, (list, tuple)):
-        return f"{type(value).__name__} of {len(value)} items"
-    return type(value).__name__
 
 
 def _box_array(boxes: Any, name: str) -> np.ndarray:
