@@ -39,7 +39,14 @@ import time
 from dataclasses import dataclass, field
 
 import torch
-from transformers import AutoModelForPreTraining, AutoTokenizer, HfArgumentParser, TrainingArguments, set_seed
+from transformers import (
+    AutoModel,
+    AutoModelForPreTraining,
+    AutoTokenizer,
+    HfArgumentParser,
+    TrainingArguments,
+    set_seed,
+)
 from transformers.trainer_utils import get_last_checkpoint
 
 import hf_vl
@@ -93,6 +100,9 @@ class PretrainingModelArguments:
     )
     itm_negative_probability: float = field(default=0.5)
     dropout: float = field(default=0.0, metadata={"help": "hidden and attention dropout."})
+    initializer_range: float | None = field(
+        default=None, metadata={"help": "Std of the new weights; default hidden_size ** -0.5 of the BERT checkpoint."}
+    )
 
 
 @dataclass
@@ -177,7 +187,11 @@ def build_model(model_args: PretrainingModelArguments, extractor) -> torch.nn.Mo
                       image_attention_probs_dropout_prob=model_args.dropout)  # fmt: skip
     else:
         kwargs["num_hidden_layers"] = model_args.text_num_layers
-    return spec["pretraining"].from_bert_pretrained(local_pretrained_path(model_args.text_model_name_or_path), **kwargs)
+    bert = AutoModel.from_pretrained(local_pretrained_path(model_args.text_model_name_or_path), add_pooling_layer=False)
+    # unit-gain init of the new weights (regions, poolers, heads), as run_vqa.py: BERT's 0.02 suits width 768
+    kwargs["initializer_range"] = (model_args.initializer_range if model_args.initializer_range is not None
+                                   else bert.config.hidden_size**-0.5)  # fmt: skip
+    return spec["pretraining"].from_bert_pretrained(bert, **kwargs)
 
 
 @torch.no_grad()

@@ -513,7 +513,9 @@ def build_adaptive_lxmert(args: ModelArguments, id2label):
 def _build_from_bert(model_class, args: ModelArguments, id2label, **config_kwargs):
     """A single-stream region model initialised from the pretrained text tower (all-MiniLM-L6-v2: its embeddings and
     first `--text_num_layers` layers) + the grid-region route of `build_lxmert` (a `GridFeatureExtractor` on the raw
-    images, 4-d boxes). Every parameter trains, at `--learning_rate`."""
+    images, 4-d boxes). Every parameter trains, at `--learning_rate`. The new weights (region embeddings, poolers,
+    switchers, head) start with std `hidden_size ** -0.5` of the text tower's width (BERT's 0.02 at width 384 nearly
+    closes the image -> answer path, as it did for METER), unless `--initializer_range` says otherwise."""
     text_path = local_pretrained_path(args.text_model_name_or_path)
     tokenizer = AutoTokenizer.from_pretrained(text_path)
     extractor = grid_extractor(args)
@@ -525,6 +527,8 @@ def _build_from_bert(model_class, args: ModelArguments, id2label, **config_kwarg
         bert, visual_feat_dim=extractor.feature_dim, visual_pos_dim=extractor.pos_dim,
         hidden_dropout_prob=args.fusion_dropout, attention_probs_dropout_prob=args.fusion_dropout,
         num_labels=len(id2label), id2label=dict(id2label), label2id={label: i for i, label in id2label.items()},
+        initializer_range=(args.initializer_range if args.initializer_range is not None
+                           else bert.config.hidden_size**-0.5),
         **config_kwargs,
     )  # fmt: skip
     processor = RegionProcessor(tokenizer, extractor)
