@@ -23,7 +23,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = [
-    "--text_num_layers", "3", "--pooler_size", "128", "--num_region_classes", "32", "--num_train_epochs", "4",
+    "--text_num_layers", "3", "--pooler_size", "128", "--num_region_classes", "32", "--num_train_epochs", "12",
     "--per_device_train_batch_size", "64", "--learning_rate", "5e-4", "--warmup_steps", "20", "--logging_steps", "20",
     "--save_strategy", "no", "--report_to", "none", "--disable_tqdm", "true", "--seed", "42",
 ]  # fmt: skip

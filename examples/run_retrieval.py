@@ -214,6 +214,7 @@ def run_cross_encoder(args: RetrievalArguments, training_args: TrainingArguments
         result = trainer.train()
         trainer.log_metrics("train", result.metrics)
         trainer.save_metrics("train", result.metrics)
+        metrics.update(result.metrics)
         if trainer.is_world_process_zero():
             save_for_hub(trainer.model, training_args.output_dir)
             processor.save_pretrained(training_args.output_dir)

@@ -128,3 +128,18 @@ def test_itm_pretraining_gives_zero_shot_retrieval_above_chance():
         scores = retrieval(input_ids=input_ids[None].repeat(4, 1, 1), visual_feats=feats, visual_pos=pos).logits
     recall_at_1 = (scores.argmax(-1) == torch.arange(4)).float().mean().item()
     assert recall_at_1 >= 0.75, (recall_at_1, scores)  # chance: 1/4
+
+
+def test_msm_loss_is_the_mean_over_masked_tokens_and_zero_when_none_is_masked():
+    """InterBERT's 10% word anchors often mask nothing in a batch of short captions: MSM is then 0, not NaN."""
+    torch.manual_seed(0)
+    model = InterBertForPreTraining(InterBertConfig(**TINY)).eval()
+    inputs, _ = _colour_regions(3, torch.Generator().manual_seed(3))
+    nothing = torch.full_like(inputs["input_ids"], -100)
+    outputs = model(**inputs, mlm_labels=nothing, itm_labels=torch.ones(3, dtype=torch.long))
+    assert outputs.msm_loss.item() == 0.0 and torch.isfinite(outputs.loss)
+    labels = nothing.clone()
+    labels[0, 1], labels[2, 3] = 5, 7
+    outputs = model(**inputs, mlm_labels=labels)
+    expected = F.cross_entropy(outputs.msm_logits.flatten(0, 1), labels.flatten(), ignore_index=-100)
+    torch.testing.assert_close(outputs.msm_loss, expected)

@@ -146,3 +146,24 @@ def test_lora_on_the_shared_attention_projections_trains_with_trainer(tmp_path):
     params = dict(peft_model.named_parameters())
     assert all(torch.equal(params[n], before) for n, before in frozen.items())
     assert any(not torch.equal(params[n], before) for n, before in lora_before.items())
+
+
+def test_text_loss_is_the_mean_over_masked_tokens_and_zero_when_none_is_masked():
+    """Short captions often get no masked token in a small batch: the MLM term is then 0, not NaN, so the other
+    objectives still train that step."""
+    import torch.nn.functional as F
+
+    from hf_vl import SwitchBertForPreTraining
+
+    config, inputs = SwitchBertModelTester(None).prepare_config_and_inputs_for_common()
+    torch.manual_seed(0)
+    model = SwitchBertForPreTraining(config).eval()
+    itm = torch.ones(inputs["input_ids"].shape[0], dtype=torch.long)
+    nothing = torch.full_like(inputs["input_ids"], -100)
+    outputs = model(**inputs, mlm_labels=nothing, itm_labels=itm)
+    assert outputs.mlm_loss.item() == 0.0 and torch.isfinite(outputs.loss)
+    labels = nothing.clone()
+    labels[0, 1], labels[-1, 2] = 5, 7
+    outputs = model(**inputs, mlm_labels=labels)
+    expected = F.cross_entropy(outputs.mlm_logits.flatten(0, 1), labels.flatten(), ignore_index=-100)
+    torch.testing.assert_close(outputs.mlm_loss, expected)

@@ -900,9 +900,10 @@ class InterBertForPreTraining(InterBertPreTrainedModel):
                     f"`mlm_labels` must be (batch_size, text_length) = {tuple(msm_logits.shape[:2])}, got "
                     f"{tuple(mlm_labels.shape)}."
                 )
-            losses["msm_loss"] = F.cross_entropy(
-                msm_logits.flatten(0, 1), mlm_labels.to(msm_logits.device).flatten(), ignore_index=-100
-            )
+            # mean over the masked tokens; 0 (not NaN) for a batch where masking chose none (short captions)
+            labels = mlm_labels.to(msm_logits.device).flatten()
+            per_token = F.cross_entropy(msm_logits.flatten(0, 1), labels, ignore_index=-100, reduction="sum")
+            losses["msm_loss"] = per_token / (labels != -100).sum().clamp(min=1).to(per_token.dtype)
         if mrm_labels is not None:
             losses["mrm_loss"] = self._mrm_loss(mrm_logits, mrm_labels, mrm_mask, itm_labels)
         if itm_labels is not None:

@@ -1044,9 +1044,10 @@ class SwitchBertForPreTraining(SwitchBertPreTrainedModel):
                     f"`mlm_labels` must be (batch_size, text_length) = {tuple(mlm_logits.shape[:2])}, got "
                     f"{tuple(mlm_labels.shape)}."
                 )
-            losses["mlm_loss"] = F.cross_entropy(
-                mlm_logits.flatten(0, 1), mlm_labels.to(mlm_logits.device).flatten(), ignore_index=-100
-            )
+            # mean over the masked tokens; 0 (not NaN) for a batch where masking chose none (short captions)
+            labels = mlm_labels.to(mlm_logits.device).flatten()
+            per_token = F.cross_entropy(mlm_logits.flatten(0, 1), labels, ignore_index=-100, reduction="sum")
+            losses["mlm_loss"] = per_token / (labels != -100).sum().clamp(min=1).to(per_token.dtype)
         if mrm_labels is not None:
             losses["mrm_loss"] = self._mrm_loss(mrm_logits, mrm_labels, mrm_mask, itm_labels)
         if itm_labels is not None:
