@@ -244,6 +244,14 @@ def attention_mode_table(text_length: int, total_length: int, device) -> torch.T
     return torch.stack([same, key_text, ~key_text, torch.ones_like(same)])  # M0, M1, M2, M3
 
 
+def attention_mode_bias(mode_table: torch.Tensor, key_valid: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """`(4, B, 1, L, L)` additive attention masks, one per mode and sample (0 where the mode lets a query see a valid
+    key, the dtype's minimum elsewhere): built once per forward for hard routing and fixed modes, so that a layer
+    only gathers each sample's mask instead of building it."""
+    allowed = mode_table[:, None, None] & key_valid[None, :, None, None, :]  # (4, B, 1, L, L)
+    return torch.zeros(allowed.shape, dtype=dtype, device=key_valid.device).masked_fill(~allowed, torch.finfo(dtype).min)
+
+
 def mode_coefficients(mode_weights: torch.Tensor, text_length: int, total_length: int):
     """Per-query weights of the three key sets the modes combine. `mode_weights (B, 4)` ->
     `(self, cross, joint)`, each `(B, 1, L, 1)`: text queries read self in M0/M1, cross in M2; image queries read self
@@ -394,7 +402,8 @@ class SwitchBertIntermediate(nn.Module):
 class SwitchBertLayer(GradientCheckpointingLayer):
     """One Switch-BERT layer: [Switch-Input Block] -> Switch-Attention Block -> FFN (BERT post-LN).
 
-    `forward(hidden_states, previous_hidden_states, key_valid, mode_table, text_length)` returns `(hidden_states,
+    `forward(hidden_states, previous_hidden_states, key_valid, mode_table, text_length, mode_bias=None)` returns
+    `(hidden_states,
     attn_weights, mode_probs (B, 4) | None, mode_weights (B, 4) | None, modes (B,), input_probs (B, 2, 2) | None,
     input_weights (B, 2, 2) | None)`.
     """
@@ -432,7 +441,7 @@ class SwitchBertLayer(GradientCheckpointingLayer):
         return mixed, torch.stack([text_probs, image_probs], 1), torch.stack([text_weights, image_weights], 1)
 
     def forward(self, hidden_states, previous_hidden_states, key_valid, mode_table, text_length,
-                output_attentions=False):
+                output_attentions=False, mode_bias=None):
         config = self.config
         batch_size, total_length = hidden_states.shape[:2]
         input_probs = input_weights = None
@@ -445,21 +454,28 @@ class SwitchBertLayer(GradientCheckpointingLayer):
         if self.attention_switcher is None:
             mode = config.fixed_attention_mode if not config.use_switch_attention else config.allowed_modes[0]
             modes = torch.full((batch_size,), mode, dtype=torch.long, device=hidden_states.device)
-            allowed = key_valid[:, None, None, :] if mode == 3 else mode_table[mode][None, None] & key_valid[:, None, None, :]
+            if mode_bias is not None:
+                attention_mask = mode_bias[mode]  # (B, 1, L, L)
+            else:
+                allowed = key_valid[:, None, None, :] if mode == 3 else mode_table[mode][None, None] & key_valid[:, None, None, :]
         else:
             alignment = modality_alignment(hidden_states, text_length, key_valid)
             logits = self.attention_switcher(alignment)  # (B, len(allowed_modes))
             probs, weights, choice = self._route(logits, config.switch_top_k)
-            # (B, C) over the allowed modes -> (B, 4) over every mode
-            selector = torch.eye(NUM_ATTENTION_MODES, device=logits.device, dtype=logits.dtype)[config.allowed_modes]
-            mode_probs, mode_weights = probs @ selector, weights @ selector
-            modes = torch.tensor(config.allowed_modes, device=logits.device)[choice]
+            if tuple(config.allowed_modes) == tuple(range(NUM_ATTENTION_MODES)):  # every mode: already (B, 4)
+                mode_probs, mode_weights, modes = probs, weights, choice
+            else:  # (B, C) over the allowed modes -> (B, 4) over every mode
+                selector = torch.eye(NUM_ATTENTION_MODES, device=logits.device, dtype=logits.dtype)[config.allowed_modes]
+                mode_probs, mode_weights = probs @ selector, weights @ selector
+                modes = torch.tensor(config.allowed_modes, device=logits.device)[choice]
             if self.training or config.switch_routing == "soft":
                 coefficients = mode_coefficients(mode_weights, text_length, total_length)
                 soft_routing = (key_valid, mode_table[0], coefficients)  # mode_table[0]: same-modality mask
-            else:  # hard routing: one pass with each sample's mode mask
+            elif mode_bias is not None:  # hard routing: one pass with each sample's mode mask, gathered
+                attention_mask = mode_bias[modes, torch.arange(batch_size, device=modes.device)]  # (B, 1, L, L)
+            else:
                 allowed = mode_table[modes][:, None] & key_valid[:, None, None, :]  # (B, 1, L, L)
-        if soft_routing is None:
+        if soft_routing is None and attention_mask is None:
             attention_mask = torch.zeros(allowed.shape, dtype=hidden_states.dtype, device=hidden_states.device)
             attention_mask = attention_mask.masked_fill(~allowed, torch.finfo(hidden_states.dtype).min)
         attention_output, attn_weights = self.attention(hidden_states, attention_mask, soft_routing, output_attentions)
@@ -850,12 +866,16 @@ class SwitchBertModel(SwitchBertPreTrainedModel):
         hidden_states = torch.cat([text, image], dim=1)  # (B, T + N, H): VOLTA's order, text first
         key_valid = torch.cat([attention_mask.bool(), image_mask.bool()], dim=1)  # (B, T + N)
         mode_table = attention_mode_table(text_length, hidden_states.shape[1], hidden_states.device)  # (4, L, L)
+        config = self.config
+        hard = not self.training and config.switch_routing != "soft"
+        fixed = not config.use_switch_attention or len(config.allowed_modes) == 1
+        mode_bias = attention_mode_bias(mode_table, key_valid, hidden_states.dtype) if hard or fixed else None
 
         all_hidden, all_attentions, routing = [hidden_states], [], []
         previous = hidden_states  # X_{l-2}; layer 1 has no SIB
         for layer in self.layers:
             layer_outputs = layer(hidden_states, previous, key_valid, mode_table, text_length,
-                                  output_attentions=output_attentions)
+                                  output_attentions=output_attentions, mode_bias=mode_bias)
             previous, hidden_states = hidden_states, layer_outputs[0]
             all_hidden.append(hidden_states)
             all_attentions.append(layer_outputs[1])
