@@ -167,3 +167,53 @@ def test_text_loss_is_the_mean_over_masked_tokens_and_zero_when_none_is_masked()
     outputs = model(**inputs, mlm_labels=labels)
     expected = F.cross_entropy(outputs.mlm_logits.flatten(0, 1), labels.flatten(), ignore_index=-100)
     torch.testing.assert_close(outputs.mlm_loss, expected)
+
+
+def _region_vqa(num_examples, seed):
+    """The answer is a region attribute the question picks: region 0 carries a one-hot colour (channels 0-2), region 1
+    a one-hot shape (channels 3-5); the question (token 5 or 6) asks for the colour (answers 0-2) or the shape (3-5)."""
+    generator = torch.Generator().manual_seed(seed)
+    colours, shapes = torch.randint(0, 3, (2, num_examples), generator=generator)
+    asks_colour = torch.rand(num_examples, generator=generator) < 0.5
+    feats = torch.rand(num_examples, 4, 8, generator=generator) * 0.1
+    feats[torch.arange(num_examples), 0, colours] = 1.0
+    feats[torch.arange(num_examples), 1, 3 + shapes] = 1.0
+    boxes = torch.tensor([[0.0, 0.0, 0.5, 0.5, 0.25], [0.5, 0.5, 1.0, 1.0, 0.25], [0.0, 0.5, 0.5, 1.0, 0.25],
+                          [0.5, 0.0, 1.0, 0.5, 0.25]]).expand(num_examples, 4, 5)  # fmt: skip
+    question = torch.where(asks_colour, 5, 6)
+    input_ids = torch.stack([torch.full_like(question, 2), question, torch.full_like(question, 3)], dim=1)
+    return {"input_ids": input_ids, "visual_feats": feats, "visual_pos": boxes}, torch.where(asks_colour, colours, 3 + shapes)
+
+
+@pytest.mark.parametrize("broken", [False, True], ids=["regions", "regions-shuffled"])
+def test_routed_model_learns_a_region_dependent_task_that_a_broken_pairing_cannot(broken):
+    """With SAB + SIB routing on, a tiny model answers from the regions; the same training with each example's
+    regions taken from another example (the image no longer matches the answer) stays near the text prior (~1/3)."""
+    from hf_vl import SwitchBertConfig
+
+    config = SwitchBertConfig(vocab_size=10, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                              intermediate_size=64, max_position_embeddings=8, visual_feat_dim=8, visual_pos_dim=5,
+                              pooler_size=32, qa_hidden_size=32, switcher_hidden_size=8, num_labels=6,
+                              hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, classifier_dropout_prob=0.0,
+                              switch_top_k=2, initializer_range=32**-0.5)  # fmt: skip
+    torch.manual_seed(0)
+    model = SwitchBertForQuestionAnswering(config)
+    inputs, answers = _region_vqa(64, seed=0)
+    if broken:
+        inputs["visual_feats"] = inputs["visual_feats"].roll(1, dims=0)
+    labels = torch.nn.functional.one_hot(answers, 6).float()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    model.train()
+    for _ in range(100):
+        loss = model(**inputs, labels=labels).loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    model.eval()
+    test_inputs, test_answers = _region_vqa(96, seed=1)
+    with torch.no_grad():
+        accuracy = (model(**test_inputs).logits.argmax(-1) == test_answers).float().mean().item()
+    if broken:
+        assert accuracy < 0.5, accuracy
+    else:
+        assert accuracy >= 0.9, accuracy
