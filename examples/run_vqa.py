@@ -133,6 +133,11 @@ class ModelArguments:
         default=False, metadata={"help": "adaptive_lxmert: alpha-entmax attention, one learnable alpha per head."}
     )
     layerdrop: float = field(default=0.0, metadata={"help": "adaptive_lxmert: LayerDrop rate of every stack."})
+    vlmo_text_init: bool = field(
+        default=False,
+        metadata={"help": "vlmo: start from the text model (its first --text_num_layers layers; attention -> shared "
+                  "self-attention, FFN -> L-FFN, V-FFN and VL-FFN copies of it), at its width."},
+    )
 
 
 @dataclass
@@ -462,6 +467,24 @@ def build_vlmo(args: ModelArguments, id2label):
             f"--num_fusion_layers ({args.num_fusion_layers}) must be in [1, --num_hidden_layers "
             f"({args.num_hidden_layers})]: VLMo's VL-FFN experts sit in its top blocks."
         )
+    if args.vlmo_text_init:  # the route: MiniLM's layers into the Multiway Transformer
+        bert = AutoModel.from_pretrained(local_pretrained_path(args.text_model_name_or_path), add_pooling_layer=False)
+        if args.text_num_layers:
+            bert.encoder.layer = bert.encoder.layer[: args.text_num_layers]
+            bert.config.num_hidden_layers = args.text_num_layers
+        num_layers = bert.config.num_hidden_layers
+        if not 1 <= args.num_fusion_layers <= num_layers:
+            raise ValueError(f"--num_fusion_layers ({args.num_fusion_layers}) must be in [1, {num_layers}].")
+        model = hf_vl.VlmoForQuestionAnswering.from_text_pretrained(
+            bert, vl_ffn_start_layer=num_layers - args.num_fusion_layers, image_size=args.image_size,
+            patch_size=args.patch_size, hidden_dropout_prob=args.fusion_dropout, drop_path_rate=0.0,
+            embedding_dropout_prob=args.fusion_dropout, num_labels=len(id2label), id2label=dict(id2label),
+            label2id={label: i for i, label in id2label.items()},
+            initializer_range=(args.initializer_range if args.initializer_range is not None
+                               else bert.config.hidden_size**-0.5),
+        )  # fmt: skip
+        image_processor = hf_vl.VlmoImageProcessor(size={"height": args.image_size, "width": args.image_size})
+        return model, hf_vl.VlmoProcessor(image_processor, tokenizer)
     initializer_range = args.initializer_range if args.initializer_range is not None else args.hidden_size**-0.5
     config = hf_vl.VlmoConfig(
         vocab_size=len(tokenizer),

@@ -57,3 +57,30 @@ def test_vlmo_folder_answers_through_the_pipeline_and_re_evaluates(trained, tmp_
     first = json.loads((output_dir / "eval_results.json").read_text())["eval_vqa_score"]
     again = json.loads((tmp_path / "eval" / "eval_results.json").read_text())["eval_vqa_score"]
     assert abs(first - again) < 1e-6, log[-2000:]
+
+
+def test_vlmo_text_init_starts_from_the_minilm_layers(tmp_path):
+    """`--vlmo_text_init`: the Multiway Transformer takes MiniLM's first layers (width 384; attention -> shared
+    attention, FFN -> L-FFN), the new weights start with std 384 ** -0.5, and the run trains and saves."""
+    import torch
+    from safetensors.torch import load_file
+    from transformers import AutoModel
+
+    from hf_vl.training import local_pretrained_path
+
+    output_dir = tmp_path / "vlmo-minilm"
+    args = list(VLMO_ARGS)
+    for flag in ("--hidden_size", "--num_hidden_layers", "--num_attention_heads"):  # MiniLM sets the sizes
+        index = args.index(flag)
+        del args[index : index + 2]
+    _run([sys.executable, str(SCRIPT), "--output_dir", str(output_dir), *args, "--vlmo_text_init", "--text_num_layers",
+          "2", "--max_steps", "1", "--learning_rate", "1e-12"], cwd=ROOT)  # fmt: skip
+    config = json.loads((output_dir / "config.json").read_text())
+    assert (config["hidden_size"], config["num_hidden_layers"], config["vl_ffn_start_layer"]) == (384, 2, 1)
+    assert config["initializer_range"] == pytest.approx(384**-0.5)
+    weights = load_file(output_dir / "model.safetensors")
+    minilm = AutoModel.from_pretrained(local_pretrained_path("minilm"))
+    dense = minilm.encoder.layer[1].intermediate.dense.weight
+    copied = [tensor for name, tensor in weights.items() if name.endswith("weight") and tensor.shape == dense.shape
+              and "layers.1." in name]  # fmt: skip
+    assert copied and any(torch.allclose(tensor, dense, atol=1e-6) for tensor in copied)  # lr 1e-12: still MiniLM's
