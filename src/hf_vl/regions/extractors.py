@@ -185,7 +185,10 @@ def images_to_tensors(images: Any) -> list[torch.Tensor]:
         elif isinstance(image, np.ndarray):
             if image.dtype != np.uint8 and image.dtype.kind != "f":
                 raise ValueError(f"`images`[{index}] must be uint8 or float, got numpy dtype {image.dtype}")
-            tensors.append(_array_to_chw(torch.from_numpy(np.ascontiguousarray(image)), index, "numpy"))
+            array = np.ascontiguousarray(image)
+            if not array.flags.writeable:  # torch.from_numpy warns on read-only memory (e.g. a datasets column)
+                array = array.copy()
+            tensors.append(_array_to_chw(torch.from_numpy(array), index, "numpy"))
         elif isinstance(image, torch.Tensor):
             tensors.append(_array_to_chw(image.detach().cpu(), index, "tensor"))
         else:
