@@ -244,12 +244,15 @@ def attention_mode_table(text_length: int, total_length: int, device) -> torch.T
     return torch.stack([same, key_text, ~key_text, torch.ones_like(same)])  # M0, M1, M2, M3
 
 
+def additive_mask(allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Bool "may attend" mask -> additive attention mask: 0 where allowed, the dtype's minimum elsewhere."""
+    return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill(~allowed, torch.finfo(dtype).min)
+
+
 def attention_mode_bias(mode_table: torch.Tensor, key_valid: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """`(4, B, 1, L, L)` additive attention masks, one per mode and sample (0 where the mode lets a query see a valid
-    key, the dtype's minimum elsewhere): built once per forward for hard routing and fixed modes, so that a layer
-    only gathers each sample's mask instead of building it."""
-    allowed = mode_table[:, None, None] & key_valid[None, :, None, None, :]  # (4, B, 1, L, L)
-    return torch.zeros(allowed.shape, dtype=dtype, device=key_valid.device).masked_fill(~allowed, torch.finfo(dtype).min)
+    """`(4, B, 1, L, L)` additive attention masks, one per mode and sample: built once per forward for hard routing,
+    so that each layer only gathers every sample's mask for the mode it chose."""
+    return additive_mask(mode_table[:, None, None] & key_valid[None, :, None, None, :], dtype)
 
 
 def mode_coefficients(mode_weights: torch.Tensor, text_length: int, total_length: int):
@@ -403,8 +406,7 @@ class SwitchBertLayer(GradientCheckpointingLayer):
     """One Switch-BERT layer: [Switch-Input Block] -> Switch-Attention Block -> FFN (BERT post-LN).
 
     `forward(hidden_states, previous_hidden_states, key_valid, mode_table, text_length, mode_bias=None)` returns
-    `(hidden_states,
-    attn_weights, mode_probs (B, 4) | None, mode_weights (B, 4) | None, modes (B,), input_probs (B, 2, 2) | None,
+    `(hidden_states, attn_weights, mode_probs (B, 4) | None, mode_weights (B, 4) | None, modes (B,), input_probs (B, 2, 2) | None,
     input_weights (B, 2, 2) | None)`.
     """
 
@@ -454,10 +456,9 @@ class SwitchBertLayer(GradientCheckpointingLayer):
         if self.attention_switcher is None:
             mode = config.fixed_attention_mode if not config.use_switch_attention else config.allowed_modes[0]
             modes = torch.full((batch_size,), mode, dtype=torch.long, device=hidden_states.device)
-            if mode_bias is not None:
-                attention_mask = mode_bias[mode]  # (B, 1, L, L)
-            else:
-                allowed = key_valid[:, None, None, :] if mode == 3 else mode_table[mode][None, None] & key_valid[:, None, None, :]
+            # joint attention (the plain model) only masks padded keys: a broadcast (B, 1, 1, L) mask
+            allowed = key_valid[:, None, None, :] if mode == 3 else mode_table[mode][None, None] & key_valid[:, None, None, :]
+            attention_mask = additive_mask(allowed, hidden_states.dtype)
         else:
             alignment = modality_alignment(hidden_states, text_length, key_valid)
             logits = self.attention_switcher(alignment)  # (B, len(allowed_modes))
@@ -471,13 +472,10 @@ class SwitchBertLayer(GradientCheckpointingLayer):
             if self.training or config.switch_routing == "soft":
                 coefficients = mode_coefficients(mode_weights, text_length, total_length)
                 soft_routing = (key_valid, mode_table[0], coefficients)  # mode_table[0]: same-modality mask
-            elif mode_bias is not None:  # hard routing: one pass with each sample's mode mask, gathered
+            else:  # hard routing: one pass with each sample's mode mask, gathered from the per-mode masks
+                if mode_bias is None:  # the layer called on its own (the model builds them once per forward)
+                    mode_bias = attention_mode_bias(mode_table, key_valid, hidden_states.dtype)
                 attention_mask = mode_bias[modes, torch.arange(batch_size, device=modes.device)]  # (B, 1, L, L)
-            else:
-                allowed = mode_table[modes][:, None] & key_valid[:, None, None, :]  # (B, 1, L, L)
-        if soft_routing is None and attention_mask is None:
-            attention_mask = torch.zeros(allowed.shape, dtype=hidden_states.dtype, device=hidden_states.device)
-            attention_mask = attention_mask.masked_fill(~allowed, torch.finfo(hidden_states.dtype).min)
         attention_output, attn_weights = self.attention(hidden_states, attention_mask, soft_routing, output_attentions)
         layer_output = self.output(self.intermediate(attention_output), attention_output)
         return layer_output, attn_weights, mode_probs, mode_weights, modes, input_probs, input_weights
@@ -867,9 +865,9 @@ class SwitchBertModel(SwitchBertPreTrainedModel):
         key_valid = torch.cat([attention_mask.bool(), image_mask.bool()], dim=1)  # (B, T + N)
         mode_table = attention_mode_table(text_length, hidden_states.shape[1], hidden_states.device)  # (4, L, L)
         config = self.config
-        hard = not self.training and config.switch_routing != "soft"
-        fixed = not config.use_switch_attention or len(config.allowed_modes) == 1
-        mode_bias = attention_mode_bias(mode_table, key_valid, hidden_states.dtype) if hard or fixed else None
+        hard_routing = (not self.training and config.switch_routing != "soft"  # the layers' hard-mask path
+                        and config.use_switch_attention and len(config.allowed_modes) > 1)  # fmt: skip
+        mode_bias = attention_mode_bias(mode_table, key_valid, hidden_states.dtype) if hard_routing else None
 
         all_hidden, all_attentions, routing = [hidden_states], [], []
         previous = hidden_states  # X_{l-2}; layer 1 has no SIB
