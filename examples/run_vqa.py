@@ -385,7 +385,7 @@ def build_meter(args: ModelArguments, id2label):
     # Unit-gain init of the new weights: every randomly initialised Linear keeps its input's scale. With BERT's 0.02
     # at width 128 each one shrinks it ~4x, the image -> answer path starts nearly closed, and only answers already
     # readable from random conv features (colour) are learned; shape questions stay at chance (README, main job).
-    initializer_range = args.initializer_range if args.initializer_range is not None else args.hidden_size**-0.5
+    initializer_range = init_std(args, args.hidden_size)
     model = hf_vl.MeterForQuestionAnswering.from_text_vision_pretrained(
         text_path,
         vision_config,
@@ -404,6 +404,20 @@ def build_meter(args: ModelArguments, id2label):
     image_processor = hf_vl.MeterImageProcessor(resolution=args.image_size)
     processor = hf_vl.MeterProcessor(image_processor, AutoTokenizer.from_pretrained(text_path))
     return model, processor
+
+
+def init_std(args: ModelArguments, width: int) -> float:
+    """Std of the new weights: `--initializer_range`, else unit gain `width ** -0.5` (see `build_meter`)."""
+    return args.initializer_range if args.initializer_range is not None else width**-0.5
+
+
+def text_encoder(args: ModelArguments):
+    """The pretrained BERT-layout text model (all-MiniLM-L6-v2) cut to its first `--text_num_layers` layers."""
+    bert = AutoModel.from_pretrained(local_pretrained_path(args.text_model_name_or_path), add_pooling_layer=False)
+    if args.text_num_layers:
+        bert.encoder.layer = bert.encoder.layer[: args.text_num_layers]
+        bert.config.num_hidden_layers = args.text_num_layers
+    return bert
 
 
 def grid_extractor(args: ModelArguments) -> GridFeatureExtractor:
@@ -468,10 +482,7 @@ def build_vlmo(args: ModelArguments, id2label):
             f"({args.num_hidden_layers})]: VLMo's VL-FFN experts sit in its top blocks."
         )
     if args.vlmo_text_init:  # the issue's route: MiniLM's layers into the Multiway Transformer
-        bert = AutoModel.from_pretrained(local_pretrained_path(args.text_model_name_or_path), add_pooling_layer=False)
-        if args.text_num_layers:
-            bert.encoder.layer = bert.encoder.layer[: args.text_num_layers]
-            bert.config.num_hidden_layers = args.text_num_layers
+        bert = text_encoder(args)
         num_layers = bert.config.num_hidden_layers
         if not 1 <= args.num_fusion_layers <= num_layers:
             raise ValueError(f"--num_fusion_layers ({args.num_fusion_layers}) must be in [1, {num_layers}].")
@@ -480,12 +491,11 @@ def build_vlmo(args: ModelArguments, id2label):
             patch_size=args.patch_size, hidden_dropout_prob=args.fusion_dropout, drop_path_rate=0.0,
             embedding_dropout_prob=args.fusion_dropout, num_labels=len(id2label), id2label=dict(id2label),
             label2id={label: i for i, label in id2label.items()},
-            initializer_range=(args.initializer_range if args.initializer_range is not None
-                               else bert.config.hidden_size**-0.5),
+            initializer_range=init_std(args, bert.config.hidden_size),
         )  # fmt: skip
         image_processor = hf_vl.VlmoImageProcessor(size={"height": args.image_size, "width": args.image_size})
         return model, hf_vl.VlmoProcessor(image_processor, tokenizer)
-    initializer_range = args.initializer_range if args.initializer_range is not None else args.hidden_size**-0.5
+    initializer_range = init_std(args, args.hidden_size)
     config = hf_vl.VlmoConfig(
         vocab_size=len(tokenizer),
         hidden_size=args.hidden_size,
@@ -525,7 +535,7 @@ def build_adaptive_lxmert(args: ModelArguments, id2label):
         adaptive_span_init=args.adaptive_span_init,
         attention_entmax=args.attention_entmax, language_layerdrop=args.layerdrop, vision_layerdrop=args.layerdrop,
         cross_layerdrop=args.layerdrop,
-        initializer_range=args.initializer_range if args.initializer_range is not None else args.hidden_size**-0.5,
+        initializer_range=init_std(args, args.hidden_size),
     )  # fmt: skip
     model = hf_vl.AdaptiveLxmertForQuestionAnswering(config)
     processor = RegionProcessor(tokenizer, extractor)
@@ -542,16 +552,12 @@ def _build_from_bert(model_class, args: ModelArguments, id2label, **config_kwarg
     text_path = local_pretrained_path(args.text_model_name_or_path)
     tokenizer = AutoTokenizer.from_pretrained(text_path)
     extractor = grid_extractor(args)
-    bert = AutoModel.from_pretrained(text_path, add_pooling_layer=False)
-    if args.text_num_layers:
-        bert.encoder.layer = bert.encoder.layer[: args.text_num_layers]
-        bert.config.num_hidden_layers = args.text_num_layers
+    bert = text_encoder(args)
     model = model_class.from_bert_pretrained(
         bert, visual_feat_dim=extractor.feature_dim, visual_pos_dim=extractor.pos_dim,
         hidden_dropout_prob=args.fusion_dropout, attention_probs_dropout_prob=args.fusion_dropout,
         num_labels=len(id2label), id2label=dict(id2label), label2id={label: i for i, label in id2label.items()},
-        initializer_range=(args.initializer_range if args.initializer_range is not None
-                           else bert.config.hidden_size**-0.5),
+        initializer_range=init_std(args, bert.config.hidden_size),
         **config_kwargs,
     )  # fmt: skip
     processor = RegionProcessor(tokenizer, extractor)
