@@ -1,0 +1,53 @@
+#!/usr/bin/env python
+"""Runs an example script at its default recipe and records what it reports: `benchmarks/results/<example>.json`
+holds the example's `all_results.json`, the wall time, the command, the machine and its load.
+
+    python benchmarks/example_runs.py --example referring_expression   # Switch-BERT on easy-VQA mosaics
+    python benchmarks/example_runs.py --example vlmo_stagewise         # VLMo image / text / vision-language stages
+"""
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = {"referring_expression": "examples/run_referring_expression.py",
+            "vlmo_stagewise": "examples/run_vlmo_stagewise.py"}  # fmt: skip
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--example", choices=sorted(EXAMPLES), required=True)
+    args = parser.parse_args()
+    output_dir = ROOT / "runs" / f"{args.example}-default"
+    command = [sys.executable, EXAMPLES[args.example], "--output_dir", str(output_dir.relative_to(ROOT))]
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
+    load_before = os.getloadavg()
+    start = time.time()
+    subprocess.run(command, cwd=ROOT, env=env, check=True)
+    wall = time.time() - start
+    report = {
+        "benchmark": f"{EXAMPLES[args.example]} at its default recipe",
+        "results": json.loads((output_dir / "all_results.json").read_text()),
+        "wall_time_s": round(wall, 1),
+        "command": f"python benchmarks/example_runs.py --example {args.example}  (= "
+                   + " ".join([EXAMPLES[args.example], *command[2:]]) + ")",
+        "machine": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "platform": platform.platform(),
+                    "torch": torch.__version__, "load_average_before": [round(x, 2) for x in load_before],
+                    "load_average_after": [round(x, 2) for x in os.getloadavg()]},
+        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
+    results_file = ROOT / "benchmarks" / "results" / f"{args.example}.json"
+    results_file.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"{args.example}: wall time {wall / 60:.1f} min -> {results_file.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()
