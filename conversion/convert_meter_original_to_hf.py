@@ -72,7 +72,7 @@ TASK_CLASSES = {
 # Head modules an original checkpoint may lack AS A WHOLE: left at their initialisation and reported as "new".
 # `mim_score` never exists in METER checkpoints; an IRTR fine-tuned checkpoint keeps `itm_score` (its `rank_output`
 # is initialised from it) but has no `mlm_score`. A module present only in part is still an error.
-OPTIONAL_HEAD_PREFIXES = {"pretraining": ("mim_score.", "mlm_score.", "itm_score.")}
+OPTIONAL_HEAD_PREFIXES = {"pretraining": ("mim_score.", "mim_discrete_score.", "mlm_score.", "itm_score.")}
 
 # ----------------------------------------------------------------------------------------------------------------------
 # Key tables

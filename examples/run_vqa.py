@@ -59,7 +59,7 @@ from hf_vl.hub import push_to_hub_with_code, render_model_card, save_for_hub
 from hf_vl.metrics import compute_vqa_metrics
 from hf_vl.pipelines.vl_question_answering import is_single_label_qa_head
 from hf_vl.regions import GridFeatureExtractor, RegionProcessor, attach_region_features, load_region_features
-from hf_vl.training import create_vl_optimizer, local_pretrained_path
+from hf_vl.training import create_vl_optimizer, local_pretrained_path, pretrained_parameter_names
 from hf_vl.training.adaptive_lxmert_callbacks import AdaptiveLxmertClampCallback
 from hf_vl.training.switch_bert_callbacks import GumbelTemperatureCallback
 from hf_vl.training.caching import FrozenEncoderCache, ProcessedImageCache
@@ -664,9 +664,11 @@ def main():
     # METER's trick: randomly initialised parameters learn `new_parameters_lr_multiplier` x faster than pretrained
     # ones. Only towers actually loaded from pretrained weights count as pretrained (the demo's vision tower is new).
     pretrained_names = None
-    if not model_args.model_name_or_path:
+    if not model_args.model_name_or_path and model.config.model_type == "meter":
         prefix = f"{model.base_model_prefix}.text_model."
         pretrained_names = {name for name, _ in model.named_parameters() if name.startswith(prefix)}
+    elif not model_args.model_name_or_path and model.config.model_type == "vlmo":  # --vlmo_text_init: MiniLM's weights
+        pretrained_names = pretrained_parameter_names(model)
     if pretrained_names is None and not hasattr(model.base_model, "pretrained_parameter_names"):
         pretrained_names = set()  # no pretrained towers to single out: every parameter trains at --learning_rate
     optimizer = create_vl_optimizer(

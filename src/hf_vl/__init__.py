@@ -40,6 +40,7 @@ from .models.adaptive_lxmert import (
 from .models.meter import (
     MeterClassifierOutput,
     MeterConfig,
+    MeterForConditionalGeneration,
     MeterForImageAndTextRetrieval,
     MeterForImagesAndTextClassification,
     MeterForImageTextClassification,
@@ -51,6 +52,7 @@ from .models.meter import (
     MeterModelOutput,
     MeterPreTrainedModel,
     MeterProcessor,
+    MeterSeq2SeqLMOutput,
 )
 from .models.interbert import (
     InterBertClassifierOutput,
@@ -231,6 +233,8 @@ __all__ = [
     "MeterClassifierOutput",
     "MeterConfig",
     "MeterForImageAndTextRetrieval",
+    "MeterForConditionalGeneration",
+    "MeterSeq2SeqLMOutput",
     "MeterForImagesAndTextClassification",
     "MeterForImageTextClassification",
     "MeterForPreTraining",

@@ -5,6 +5,10 @@
 - :mod:`hf_vl.data.collators`: masked language modelling (token, whole-word, InterBERT span) on
   transformers' ``DataCollatorForLanguageModeling`` (80/10/10, per-``DataLoader``-worker ``seed``) and
   image-text matching negatives (random or hard).
+- :mod:`hf_vl.data.seq2seq`: encoder-decoder batches: T5 span corruption, captioning / answer generation, ITM as
+  generation.
+- :mod:`hf_vl.data.visual_tokens`: discrete visual tokens (any image tokenizer, or the k-means patch tokenizer)
+  for masked patch classification with discrete codes.
 """
 
 from .collators import (
@@ -29,6 +33,13 @@ from .easy_vqa import (
     load_easy_vqa,
     load_easy_vqa_captions,
 )
+from .seq2seq import (
+    DataCollatorForVLSeq2Seq,
+    DataCollatorForVLSpanCorruption,
+    random_spans_noise_mask,
+    sentinel_token_ids,
+)
+from .visual_tokens import PatchKMeansTokenizer, VisualTokenizer, discrete_mim_labels
 from .vqa import (
     answers_to_soft_target,
     build_answer_vocab,
@@ -40,6 +51,13 @@ from .vqa import (
 )
 
 __all__ = [
+    "DataCollatorForVLSeq2Seq",
+    "DataCollatorForVLSpanCorruption",
+    "PatchKMeansTokenizer",
+    "VisualTokenizer",
+    "discrete_mim_labels",
+    "random_spans_noise_mask",
+    "sentinel_token_ids",
     "EASY_VQA_ANSWERS",
     "EASY_VQA_NUM_IMAGES",
     "EASY_VQA_NUM_QUESTIONS",

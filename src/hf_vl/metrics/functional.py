@@ -1,4 +1,4 @@
-"""Plain-function metrics: VQA accuracy, classification accuracy, image-text retrieval recall@K.
+"""Plain-function metrics: VQA accuracy, classification accuracy, image-text retrieval recall@K, caption metrics.
 
 These are the implementations behind the ``evaluate`` modules of :mod:`hf_vl.metrics` and can be used
 directly, e.g. as a ``Trainer`` ``compute_metrics`` (:func:`compute_vqa_metrics`,
@@ -7,6 +7,9 @@ directly, e.g. as a ``Trainer`` ``compute_metrics`` (:func:`compute_vqa_metrics`
 
 from __future__ import annotations
 
+import math
+import re
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -18,6 +21,9 @@ __all__ = [
     "REFERENCE_NORMALIZATIONS",
     "accuracy_score",
     "caption_level_retrieval",
+    "caption_metrics",
+    "cider_d",
+    "corpus_bleu",
     "compute_retrieval_metrics",
     "compute_vqa_metrics",
     "retrieval_recall_at_k",
@@ -431,3 +437,110 @@ def compute_retrieval_metrics(eval_pred: Any, ks: Sequence[int] = (1, 5, 10)) ->
     """
     similarity, text_to_image = _unpack_eval_prediction(eval_pred)
     return retrieval_recall_at_k(similarity, _to_numpy(text_to_image, "eval_pred.label_ids").astype(np.int64), ks=ks)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Caption metrics (offline): exact match, corpus BLEU-1..4, CIDEr-D
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def _caption_tokens(text: str) -> list[str]:
+    """Lower-cased words with punctuation split off (the COCO caption evaluation's PTB-style tokenisation, simplified)."""
+    return re.findall(r"[a-z0-9]+(?:'[a-z]+)?", str(text).lower())
+
+
+def _ngrams(tokens: list[str], n: int) -> Counter:
+    return Counter(tuple(tokens[index : index + n]) for index in range(len(tokens) - n + 1))
+
+
+def _check_caption_inputs(predictions, references) -> tuple[list[str], list[list[str]]]:
+    predictions = [str(prediction) for prediction in predictions]
+    references = [[reference] if isinstance(reference, str) else [str(r) for r in reference] for reference in references]
+    if len(predictions) != len(references):
+        raise ValueError(f"{len(predictions)} predictions but {len(references)} reference sets.")
+    if not predictions:
+        raise ValueError("`predictions` is empty.")
+    if any(len(reference) == 0 for reference in references):
+        raise ValueError("Every prediction needs at least one reference caption.")
+    return predictions, references
+
+
+def corpus_bleu(predictions: Sequence[str], references: Sequence[Sequence[str] | str], max_n: int = 4) -> dict[str, float]:
+    """Corpus-level BLEU-1..`max_n` (Papineni et al. 2002): clipped n-gram precisions summed over the corpus,
+    geometric mean of orders 1..n, brevity penalty against the reference length closest to each prediction.
+    Returns `{"bleu_1": ..., ..., "bleu_4": ...}` in [0, 1]."""
+    predictions, references = _check_caption_inputs(predictions, references)
+    matches, totals = [0] * max_n, [0] * max_n
+    prediction_length = reference_length = 0
+    for prediction, refs in zip(predictions, references):
+        tokens = _caption_tokens(prediction)
+        ref_tokens = [_caption_tokens(ref) for ref in refs]
+        prediction_length += len(tokens)
+        reference_length += min((abs(len(ref) - len(tokens)), len(ref)) for ref in ref_tokens)[1]
+        for n in range(1, max_n + 1):
+            counts = _ngrams(tokens, n)
+            max_ref = Counter()
+            for ref in ref_tokens:
+                max_ref |= _ngrams(ref, n)
+            matches[n - 1] += sum(min(count, max_ref[gram]) for gram, count in counts.items())
+            totals[n - 1] += max(len(tokens) - n + 1, 0)
+    if prediction_length == 0:
+        return {f"bleu_{n}": 0.0 for n in range(1, max_n + 1)}
+    brevity = 1.0 if prediction_length > reference_length else math.exp(1 - reference_length / prediction_length)
+    scores, log_sum = {}, 0.0
+    for n in range(1, max_n + 1):
+        precision = matches[n - 1] / totals[n - 1] if totals[n - 1] else 0.0
+        log_sum += math.log(precision) if precision > 0 else float("-inf")
+        scores[f"bleu_{n}"] = brevity * math.exp(log_sum / n) if log_sum > float("-inf") else 0.0
+    return scores
+
+
+def cider_d(predictions: Sequence[str], references: Sequence[Sequence[str] | str], sigma: float = 6.0) -> float:
+    """CIDEr-D (Vedantam et al. 2015, as in the COCO caption evaluation): tf-idf weighted n-gram (1..4) cosine
+    similarity between a prediction and each of its references, document frequencies over the reference sets of the
+    corpus, a Gaussian length penalty (`sigma`), clipped prediction counts, averaged over references and n, times 10."""
+    predictions, references = _check_caption_inputs(predictions, references)
+    ref_tokens = [[_caption_tokens(ref) for ref in refs] for refs in references]
+    document_frequency: list[Counter] = []
+    for n in range(1, 5):
+        frequency = Counter()
+        for refs in ref_tokens:
+            frequency.update(set().union(*(_ngrams(ref, n).keys() for ref in refs)))
+        document_frequency.append(frequency)
+    log_documents = math.log(float(len(references)))
+
+    def vector(tokens, n):
+        counts = _ngrams(tokens, n)
+        weights = {gram: count * (log_documents - math.log(max(1.0, document_frequency[n - 1][gram])))
+                   for gram, count in counts.items()}  # fmt: skip
+        return weights, math.sqrt(sum(value * value for value in weights.values())), counts
+
+    total = 0.0
+    for prediction, refs in zip(predictions, ref_tokens):
+        tokens = _caption_tokens(prediction)
+        score = 0.0
+        for n in range(1, 5):
+            prediction_vector, prediction_norm, prediction_counts = vector(tokens, n)
+            for ref in refs:
+                ref_vector, ref_norm, ref_counts = vector(ref, n)
+                dot = sum(min(prediction_vector[gram], ref_vector[gram]) * ref_vector[gram]
+                          for gram in prediction_vector if gram in ref_vector)  # fmt: skip
+                similarity = dot / (prediction_norm * ref_norm) if prediction_norm and ref_norm else 0.0
+                score += similarity * math.exp(-((len(tokens) - len(ref)) ** 2) / (2 * sigma**2)) / len(refs)
+        total += score / 4 * 10.0
+    return total / len(predictions)
+
+
+def caption_metrics(predictions: Sequence[str], references: Sequence[Sequence[str] | str]) -> dict[str, float]:
+    """Offline caption metrics: `exact_match` (normalised words equal one reference), corpus `bleu_1`..`bleu_4` and
+    `cider` (CIDEr-D). `references[i]` is one caption or a list of captions of image i.
+
+    Example:
+        >>> caption_metrics(["a blue circle", "a red square"], [["a blue circle"], ["a green square"]])["exact_match"]
+        0.5
+    """
+    predictions, references = _check_caption_inputs(predictions, references)
+    exact = [any(_caption_tokens(prediction) == _caption_tokens(ref) for ref in refs)
+             for prediction, refs in zip(predictions, references)]  # fmt: skip
+    return {"exact_match": sum(exact) / len(exact), **corpus_bleu(predictions, references),
+            "cider": cider_d(predictions, references)}  # fmt: skip

@@ -83,6 +83,7 @@ class MeterModelTester:
             attention_probs_dropout_prob=0.0,
             modality_type_vocab_size=3,
             num_labels=self.num_labels,
+            mim_codebook_size=16,
         )
 
     @property
@@ -106,10 +107,13 @@ class MeterModelTester:
             mlm_labels = torch.full_like(inputs_dict["input_ids"], -100)
             mlm_labels[:, 1] = inputs_dict["input_ids"][:, 1]
             model = MeterForPreTraining(self.get_config())
+            bool_masked_pos = model.random_patch_mask(inputs_dict["pixel_values"], torch.Generator().manual_seed(0))
+            codes = torch.randint(0, 16, bool_masked_pos.shape, generator=torch.Generator().manual_seed(1))
             return {
                 "mlm_labels": mlm_labels,
                 "itm_labels": torch.tensor([1, 0, 1]),
-                "bool_masked_pos": model.random_patch_mask(inputs_dict["pixel_values"], torch.Generator().manual_seed(0)),
+                "bool_masked_pos": bool_masked_pos,
+                "mim_discrete_labels": codes.masked_fill(~bool_masked_pos, -100),
             }
         if model_class is MeterForQuestionAnswering:
             labels = torch.zeros(batch, self.num_labels)

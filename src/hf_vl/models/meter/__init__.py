@@ -4,6 +4,7 @@ from .configuration_meter import MeterConfig
 from .image_processing_meter import MeterImageProcessor
 from .modeling_meter import (
     MeterClassifierOutput,
+    MeterForConditionalGeneration,
     MeterForImageAndTextRetrieval,
     MeterForImagesAndTextClassification,
     MeterForImageTextClassification,
@@ -13,5 +14,6 @@ from .modeling_meter import (
     MeterModel,
     MeterModelOutput,
     MeterPreTrainedModel,
+    MeterSeq2SeqLMOutput,
 )
 from .processing_meter import MeterProcessor

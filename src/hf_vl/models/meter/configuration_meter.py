@@ -5,6 +5,7 @@ https://arxiv.org/abs/2111.02387, code: https://github.com/zdou0830/METER) joins
 and a pretrained text encoder with a stack of fusion layers.
 """
 
+import copy
 from typing import Literal
 
 from transformers import AutoConfig
@@ -61,6 +62,25 @@ class MeterConfig(PreTrainedConfig):
         initializer_range (`float`, defaults to 0.02): std of the normal init of new weights.
         mim_mask_probability (`float`, defaults to 0.15): share of image patches masked by the masked patch
             classification objective of [`MeterForPreTraining`] (used when `mim_labels` is not given).
+        mim_codebook_size (`int`, defaults to 8192): size of the visual-token codebook of masked patch
+            classification with discrete codes (paper Sec. 3.2; DALL-E's dVAE has 8,192 codes): the classes of
+            [`MeterForPreTraining`]'s `mim_discrete_labels` head.
+        num_decoder_layers (`int`, defaults to 0): decoder layers of the encoder-decoder variant (paper Sec. 3.1,
+            Table 7: 3 fusion layers + 3 decoder layers); 0 = encoder-only METER. [`MeterForConditionalGeneration`]
+            needs at least 1. Each decoder layer: causal self-attention, cross-attention over the fused text, a second
+            cross-attention over the fused image, feed-forward (post-LN, as the fusion layers).
+        decoder_hidden_size (`int`, *optional*), decoder_num_attention_heads (`int`, *optional*),
+            decoder_intermediate_size (`int`, *optional*): the decoder's width, heads and FFN width; default to the
+            fusion's (`hidden_size`, `num_attention_heads`, `intermediate_size`).
+        max_decoder_position_embeddings (`int`, defaults to 64): rows of the decoder's learned position table (the
+            longest caption / answer / span target the decoder reads).
+        tie_decoder_embeddings (`bool`, defaults to `True`): tie the decoder's token embeddings and output projection
+            to the text tower's word embeddings when their shapes match (same vocabulary and width).
+        decoder_start_token_id (`int`, *optional*): first decoder input; defaults to the text tower's
+            `bos_token_id` (RoBERTa `<s>`), else its `cls_token_id` / `pad_token_id`.
+        pad_token_id (`int`, *optional*), eos_token_id (`int`, *optional*): the decoder's padding and end tokens
+            (generation stops at `eos_token_id`); default to the text tower's (`eos_token_id`, else `sep_token_id`).
+            A BERT config names no end token: pass the tokenizer's `sep_token_id`.
         check_input_values (`bool`, defaults to `True`): run the value checks of
             [`~MeterPreTrainedModel.validate_input_values`] (token ids in the vocabulary, 0/1 masks, finite pixels,
             labels in range) in eager `forward` calls. They read tensor values (a device sync), are never traced by
@@ -111,6 +131,16 @@ class MeterConfig(PreTrainedConfig):
     image_pooling: Literal["cls", "mean"] | None = None
     initializer_range: float = 0.02
     mim_mask_probability: float = 0.15
+    mim_codebook_size: int = 8192
+    num_decoder_layers: int = 0
+    decoder_hidden_size: int | None = None
+    decoder_num_attention_heads: int | None = None
+    decoder_intermediate_size: int | None = None
+    max_decoder_position_embeddings: int = 64
+    tie_decoder_embeddings: bool = True
+    decoder_start_token_id: int | None = None
+    pad_token_id: int | None = None
+    eos_token_id: int | None = None
     check_input_values: bool = True
     tie_word_embeddings: bool = False
 
@@ -133,11 +163,54 @@ class MeterConfig(PreTrainedConfig):
         if self.image_pooling is None:
             vision_type = getattr(self.vision_config, "model_type", "")
             self.image_pooling = "cls" if vision_type in _CLS_TOKEN_VISION_TYPES else "mean"
+        for name, fusion_name in (("decoder_hidden_size", "hidden_size"), ("decoder_intermediate_size",
+                                  "intermediate_size"), ("decoder_num_attention_heads", "num_attention_heads")):
+            if getattr(self, name) is None:
+                setattr(self, name, getattr(self, fusion_name))
+        # generation treats a model as encoder-decoder through this flag (encoder_outputs, decoder_input_ids, cache)
+        self.is_encoder_decoder = isinstance(self.num_decoder_layers, int) and self.num_decoder_layers > 0
+        if self.decoder_start_token_id is None and self.is_encoder_decoder:
+            for name in ("bos_token_id", "cls_token_id", "pad_token_id"):
+                if getattr(self.text_config, name, None) is not None:
+                    self.decoder_start_token_id = getattr(self.text_config, name)
+                    break
+        if self.is_encoder_decoder:
+            if self.pad_token_id is None:
+                self.pad_token_id = getattr(self.text_config, "pad_token_id", None)
+            if self.eos_token_id is None:
+                self.eos_token_id = getattr(self.text_config, "eos_token_id", None)
+                if self.eos_token_id is None:
+                    self.eos_token_id = getattr(self.text_config, "sep_token_id", None)
         self._validate_meter_fields()
+
+    def get_text_config(self, decoder=None, encoder=None) -> PreTrainedConfig:
+        """The text tower's config, except for the decoder end of the encoder-decoder variant
+        (`decoder=True` with `num_decoder_layers > 0`): a copy of the text config with the decoder's depth, width and
+        heads and `decoder_start_token_id`, which generation reads to size its caches and find its special tokens."""
+        if decoder and not encoder and self.num_decoder_layers > 0:
+            decoder_config = copy.deepcopy(self.text_config)
+            decoder_config.num_hidden_layers = self.num_decoder_layers
+            decoder_config.hidden_size = self.decoder_hidden_size
+            decoder_config.num_attention_heads = self.decoder_num_attention_heads
+            decoder_config.intermediate_size = self.decoder_intermediate_size
+            decoder_config.is_decoder = True
+            decoder_config.decoder_start_token_id = self.decoder_start_token_id
+            decoder_config.pad_token_id, decoder_config.eos_token_id = self.pad_token_id, self.eos_token_id
+            return decoder_config
+        return super().get_text_config(decoder=decoder, encoder=encoder)
 
     def _validate_meter_fields(self):
         for name in ("hidden_size", "num_attention_heads", "intermediate_size", "num_fusion_layers"):
             _check_int(name, getattr(self, name), minimum=1)
+        _check_int("num_decoder_layers", self.num_decoder_layers, minimum=0)
+        for name in ("decoder_hidden_size", "decoder_num_attention_heads", "decoder_intermediate_size",
+                     "max_decoder_position_embeddings", "mim_codebook_size"):
+            _check_int(name, getattr(self, name), minimum=1)
+        if self.decoder_hidden_size % self.decoder_num_attention_heads != 0:
+            raise ValueError(
+                f"`decoder_hidden_size` ({self.decoder_hidden_size}) must be a multiple of "
+                f"`decoder_num_attention_heads` ({self.decoder_num_attention_heads})."
+            )
         _check_int("modality_type_vocab_size", self.modality_type_vocab_size, minimum=2, why=" (text and image)")
         if self.hidden_size % self.num_attention_heads != 0:
             raise ValueError(

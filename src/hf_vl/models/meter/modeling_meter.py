@@ -24,7 +24,10 @@ from torch import nn
 from transformers import AutoConfig, AutoModel, PreTrainedConfig, PreTrainedModel
 from transformers import initialization as init
 from transformers.activations import ACT2FN
+from transformers.cache_utils import Cache, DynamicCache, EncoderDecoderCache
+from transformers.generation import GenerationMixin
 from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.modeling_outputs import Seq2SeqLMOutput
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from transformers.processing_utils import Unpack
 from transformers.utils import ModelOutput, TransformersKwargs, can_return_tuple
@@ -80,10 +83,13 @@ class MeterForPreTrainingOutput(ModelOutput):
     """Outputs of [`MeterForPreTraining`].
 
     Args:
-        loss: sum of the objectives that received labels. mlm_loss, itm_loss, mim_loss: each objective alone.
+        loss: sum of the objectives that received labels. mlm_loss, itm_loss, mim_loss, mim_discrete_loss: each
+            objective alone.
         mlm_logits (`(batch_size, text_length, vocab_size)`), itm_logits (`(batch_size, 2)`, index 1 = match),
         mim_logits (`(num_masked_patches, num_masked_patches)`): masked patch classification scores against every
             masked patch of the batch (in-batch negatives).
+        mim_discrete_logits (`(batch_size, num_image_patches, mim_codebook_size)`): scores of the visual-token codes
+            of every image patch (masked patch classification with discrete codes; the loss counts masked patches).
         pooler_output and the fusion hidden states / attentions as in [`MeterModelOutput`].
     """
 
@@ -91,9 +97,11 @@ class MeterForPreTrainingOutput(ModelOutput):
     mlm_loss: torch.FloatTensor | None = None
     itm_loss: torch.FloatTensor | None = None
     mim_loss: torch.FloatTensor | None = None
+    mim_discrete_loss: torch.FloatTensor | None = None
     mlm_logits: torch.FloatTensor | None = None
     itm_logits: torch.FloatTensor | None = None
     mim_logits: torch.FloatTensor | None = None
+    mim_discrete_logits: torch.FloatTensor | None = None
     pooler_output: torch.FloatTensor | None = None
     hidden_states: tuple[torch.FloatTensor, ...] | None = None
     attentions: tuple[torch.FloatTensor, ...] | None = None
@@ -587,7 +595,7 @@ class MeterModel(MeterPreTrainedModel):
     """
 
     def __init__(self, config: MeterConfig, text_model: PreTrainedModel | None = None,
-                 vision_model: PreTrainedModel | None = None):
+                 vision_model: PreTrainedModel | None = None, add_pooling_layer: bool = True):
         super().__init__(config)
         self.num_image_prefix_tokens = num_vision_prefix_tokens(config.vision_config)
         self.text_model = text_model if text_model is not None else _text_encoder_from_config(config.text_config)
@@ -609,8 +617,9 @@ class MeterModel(MeterPreTrainedModel):
             self.merged_layers = nn.ModuleList(
                 [MeterMergedAttentionLayer(config) for _ in range(config.num_fusion_layers)]
             )
-        self.cross_modal_text_pooler = MeterPooler(config)
-        self.cross_modal_image_pooler = MeterPooler(config)
+        # `add_pooling_layer=False` (the encoder of MeterForConditionalGeneration): no poolers, `pooler_output` None
+        self.cross_modal_text_pooler = MeterPooler(config) if add_pooling_layer else None
+        self.cross_modal_image_pooler = MeterPooler(config) if add_pooling_layer else None
         self.post_init()
 
     def get_input_embeddings(self) -> nn.Module:
@@ -764,14 +773,17 @@ class MeterModel(MeterPreTrainedModel):
         fused = fusion(text, image, attention_mask, image_mask, output_attentions, output_hidden_states)
         text_features, image_features = fused.pop("text_features"), fused.pop("image_features")
 
-        if self.config.image_pooling == "cls":
-            image_summary = image_features[:, 0]
-        else:  # Swin, SigLIP, convolutional towers: average over the (unpadded) image tokens
-            weights = image_mask.to(image_features.dtype).unsqueeze(-1)
-            image_summary = (image_features * weights).sum(1) / weights.sum(1).clamp(min=1.0)
-        pooler_output = torch.cat(
-            [self.cross_modal_text_pooler(text_features[:, 0]), self.cross_modal_image_pooler(image_summary)], dim=-1
-        )
+        pooler_output = None
+        if self.cross_modal_text_pooler is not None:
+            if self.config.image_pooling == "cls":
+                image_summary = image_features[:, 0]
+            else:  # Swin, SigLIP, convolutional towers: average over the (unpadded) image tokens
+                weights = image_mask.to(image_features.dtype).unsqueeze(-1)
+                image_summary = (image_features * weights).sum(1) / weights.sum(1).clamp(min=1.0)
+            pooler_output = torch.cat(
+                [self.cross_modal_text_pooler(text_features[:, 0]), self.cross_modal_image_pooler(image_summary)],
+                dim=-1,
+            )
         return MeterModelOutput(
             text_features=text_features, image_features=image_features, pooler_output=pooler_output, **fused
         )
@@ -956,12 +968,17 @@ class _MeterClassIndexLabels:
 
 
 class MeterForPreTraining(MeterPreTrainedModel):
-    """METER with its pre-training heads: masked language modelling (MLM), image-text matching (ITM) and, as an
-    option, masked patch classification with in-batch negatives (MIM; paper Sec. 4.4).
+    """METER with its pre-training heads: masked language modelling (MLM), image-text matching (ITM) and, as options,
+    the paper's two masked image modelling variants (Sec. 3.2, 4.4): masked patch classification with in-batch
+    negatives (MIM) and masked patch classification with discrete codes (each masked patch predicts the index of
+    its visual token, from any image tokenizer such as a VQ-VAE / DALL-E dVAE; see
+    [`~hf_vl.data.discrete_mim_labels`]).
 
     Losses are computed for the objectives whose labels are passed: `mlm_labels` (`-100` = ignore), `itm_labels`
-    (1 = match) and `bool_masked_pos` (patches to mask for MIM). When `itm_labels` is given, the MLM loss only counts
-    rows with `itm_labels == 1` (masked words of a mismatched caption cannot be predicted from the image).
+    (1 = match), `bool_masked_pos` (patches to mask for MIM) and `mim_discrete_labels` (code index per patch, -100
+    where not masked; the patches with a label are masked, unless `bool_masked_pos` says which). When `itm_labels`
+    is given, the MLM loss only counts rows with `itm_labels == 1` (masked words of a mismatched caption cannot be
+    predicted from the image).
     """
 
     accepts_loss_kwargs = False
@@ -973,6 +990,7 @@ class MeterForPreTraining(MeterPreTrainedModel):
         self.itm_score = MeterITMHead(config)
         patch_dim = config.vision_config.num_channels * self.image_token_stride() ** 2
         self.mim_score = nn.Linear(config.hidden_size, patch_dim)
+        self.mim_discrete_score = nn.Linear(config.hidden_size, config.mim_codebook_size)
         self.post_init()
 
     def get_output_embeddings(self) -> nn.Linear:
@@ -1013,6 +1031,7 @@ class MeterForPreTraining(MeterPreTrainedModel):
         mlm_labels: torch.LongTensor | None = None,
         itm_labels: torch.LongTensor | None = None,
         bool_masked_pos: torch.BoolTensor | None = None,
+        mim_discrete_labels: torch.LongTensor | None = None,
         text_embeds: torch.FloatTensor | None = None,
         image_embeds: torch.FloatTensor | None = None,
         interpolate_pos_encoding: bool | None = None,
@@ -1025,13 +1044,30 @@ class MeterForPreTraining(MeterPreTrainedModel):
             bool_masked_pos (`(batch_size, num_image_patches)` bool): image patches (row-major, no prefix tokens) to
                 mask for masked patch classification; masked patches are zeroed in pixel space before the vision tower
                 (so it needs `pixel_values`, not `image_embeds`).
+            mim_discrete_labels (`(batch_size, num_image_patches)` long): visual-token code of each image patch
+                (row-major, the model's token grid; `[0, config.mim_codebook_size)`), -100 where the patch is not
+                masked; build them with [`~hf_vl.data.discrete_mim_labels`]. Without `bool_masked_pos`, the patches
+                with a label are the masked ones.
             Other arguments as in [`MeterModel.forward`].
         """
         _reject_unknown_kwargs(self, kwargs)
         target_patches = None
-        if bool_masked_pos is not None:
-            pixel_values, target_patches = self._mask_patches(pixel_values, bool_masked_pos, self.image_token_stride())
-        self._check_inputs(mlm_labels=mlm_labels, itm_labels=itm_labels)
+        if mim_discrete_labels is not None:
+            if pixel_values is None:
+                raise ValueError("`mim_discrete_labels` was given without `pixel_values` (masking needs the pixels).")
+            stride = self.image_token_stride()
+            grid = (pixel_values.shape[-2] // stride) * (pixel_values.shape[-1] // stride)
+            if mim_discrete_labels.dim() != 2 or tuple(mim_discrete_labels.shape) != (pixel_values.shape[0], grid):
+                raise ValueError(
+                    f"`mim_discrete_labels` must be (batch_size, num_image_patches) = ({pixel_values.shape[0]}, {grid}) "
+                    f"(one code per {stride}x{stride} patch), got {tuple(mim_discrete_labels.shape)}."
+                )
+        masking = bool_masked_pos if bool_masked_pos is not None else (
+            None if mim_discrete_labels is None else mim_discrete_labels != -100
+        )  # fmt: skip
+        if masking is not None:
+            pixel_values, target_patches = self._mask_patches(pixel_values, masking, self.image_token_stride())
+        self._check_inputs(mlm_labels=mlm_labels, itm_labels=itm_labels, mim_discrete_labels=mim_discrete_labels)
 
         outputs = self.meter(
             input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
@@ -1066,22 +1102,38 @@ class MeterForPreTraining(MeterPreTrainedModel):
             mim_logits = predictions @ target_patches.to(predictions.dtype).t()  # (M, M)
             targets = torch.arange(mim_logits.shape[0], device=mim_logits.device)
             losses["mim_loss"] = F.cross_entropy(mim_logits, targets)
+        mim_discrete_logits = None
+        if mim_discrete_labels is not None:
+            image_tokens = outputs.image_features[:, self.meter.num_image_prefix_tokens :]
+            mim_discrete_logits = self.mim_discrete_score(image_tokens)  # (B, N, codebook)
+            labels = mim_discrete_labels.to(mim_discrete_logits.device).reshape(-1)
+            total = F.cross_entropy(mim_discrete_logits.reshape(-1, mim_discrete_logits.shape[-1]).float(), labels,
+                                    ignore_index=-100, reduction="sum")  # fmt: skip
+            # mean over the masked patches; 0 (not NaN) when a batch masks none
+            losses["mim_discrete_loss"] = total / labels.ne(-100).sum().clamp(min=1)
 
         return MeterForPreTrainingOutput(
             loss=sum(losses.values()) if losses else None,
             mlm_loss=losses.get("mlm_loss"),
             itm_loss=losses.get("itm_loss"),
             mim_loss=losses.get("mim_loss"),
+            mim_discrete_loss=losses.get("mim_discrete_loss"),
             mlm_logits=mlm_logits,
             itm_logits=itm_logits,
             mim_logits=mim_logits,
+            mim_discrete_logits=mim_discrete_logits,
             pooler_output=outputs.pooler_output,
             **_fusion_outputs(outputs),
         )
 
-    def validate_input_values(self, mlm_labels=None, itm_labels=None, **inputs) -> None:
+    def validate_input_values(self, mlm_labels=None, itm_labels=None, mim_discrete_labels=None, **inputs) -> None:
         super().validate_input_values(**inputs)
         vocab_size = self.config.text_config.vocab_size
+        if mim_discrete_labels is not None:
+            size = self.config.mim_codebook_size
+            valid = (mim_discrete_labels == -100) | ((mim_discrete_labels >= 0) & (mim_discrete_labels < size))
+            if not bool(valid.all()):
+                raise ValueError(f"`mim_discrete_labels` must be -100 or code indices in [0, {size}) (mim_codebook_size).")
         if mlm_labels is not None:
             valid = (mlm_labels == -100) | ((mlm_labels >= 0) & (mlm_labels < vocab_size))
             if not bool(valid.all()):
@@ -1428,6 +1480,428 @@ class MeterForImageAndTextRetrieval(MeterPreTrainedModel):
             )
 
 
+# ----------------------------------------------------------------------------------------------------------------------
+# Encoder-decoder METER (paper Sec. 3.1 and Table 7): a sequence decoder on top of the fusion module
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class MeterSeq2SeqLMOutput(Seq2SeqLMOutput):
+    """Outputs of [`MeterForConditionalGeneration`]: transformers' `Seq2SeqLMOutput` (`loss`, `logits`, `cache`,
+    `decoder_hidden_states`, `decoder_attentions`, `cross_attentions` = the cross-attentions over the fused *text*,
+    `encoder_last_hidden_state` = the fused text tokens followed by the fused image tokens, `encoder_hidden_states`,
+    `encoder_attentions`) plus:
+
+    Args:
+        image_cross_attentions (`tuple` of `num_decoder_layers` tensors `(batch_size, heads, target_length,
+            image_length)`): the weights of the second cross-attention block of every decoder layer, over the fused
+            image tokens (`output_attentions=True`).
+    """
+
+    image_cross_attentions: tuple[torch.FloatTensor, ...] | None = None
+
+
+class MeterResidualOutput(nn.Module):
+    """`LayerNorm(x + dropout(W h))`: the post-LN residual of every decoder sub-layer."""
+
+    def __init__(self, input_size: int, hidden_size: int, config: MeterConfig):
+        super().__init__()
+        self.dense = nn.Linear(input_size, hidden_size)
+        self.LayerNorm = nn.LayerNorm(hidden_size, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, hidden_states, input_tensor):
+        return self.LayerNorm(self.dropout(self.dense(hidden_states)) + input_tensor)
+
+
+class MeterDecoderAttention(nn.Module):
+    """Multi-head attention of a decoder layer: causal self-attention over the target tokens, or cross-attention over
+    one fused stream (keys and values projected from the fusion width `hidden_size`). Keys and values are projected
+    by the layer (`project_key_value`) so that the layer can cache them."""
+
+    def __init__(self, config: MeterConfig, key_value_size: int, is_cross_attention: bool, layer_idx: int):
+        super().__init__()
+        self.config = config
+        hidden_size = config.decoder_hidden_size
+        self.num_heads = config.decoder_num_attention_heads
+        self.head_dim = hidden_size // self.num_heads
+        self.scaling = self.head_dim**-0.5
+        self.is_causal = not is_cross_attention  # masks are always explicit; read only by kernels when mask is None
+        self.layer_idx = layer_idx
+        self.query = nn.Linear(hidden_size, hidden_size)
+        self.key = nn.Linear(key_value_size, hidden_size)
+        self.value = nn.Linear(key_value_size, hidden_size)
+        self.dropout = config.attention_probs_dropout_prob
+
+    def project_key_value(self, states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        shape = (*states.shape[:-1], -1, self.head_dim)
+        return self.key(states).view(shape).transpose(1, 2), self.value(states).view(shape).transpose(1, 2)
+
+    def forward(self, hidden_states, key, value, attention_mask=None, **kwargs):
+        input_shape = hidden_states.shape[:-1]
+        query = self.query(hidden_states).view(*input_shape, -1, self.head_dim).transpose(1, 2)
+        implementation = "eager" if kwargs.get("output_attentions") else self.config._attn_implementation
+        attention_interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(implementation, eager_attention_forward)
+        attn_output, attn_weights = attention_interface(
+            self, query, key, value, attention_mask, dropout=self.dropout if self.training else 0.0,
+            scaling=self.scaling, **kwargs,
+        )  # fmt: skip
+        return attn_output.reshape(*input_shape, -1).contiguous(), attn_weights
+
+
+class MeterDecoderLayer(GradientCheckpointingLayer):
+    """One decoder layer (paper Sec. 3.1): causal self-attention, cross-attention over the fused text
+    representations, a *separate* cross-attention over the fused image representations, feed-forward; each sub-layer
+    post-LN as in the fusion layers.
+
+    Caching: the self-attention keys/values go to `cache.self_attention_cache`; the two cross-attention blocks store
+    theirs in layer `layer_idx` of `cache.cross_attention_cache`, text keys first and image keys after them along the
+    sequence axis (one cache layer per decoder layer, so transformers' caches sized by the decoder depth fit), and are
+    computed once per generation.
+    """
+
+    def __init__(self, config: MeterConfig, layer_idx: int):
+        super().__init__()
+        hidden_size = config.decoder_hidden_size
+        self.layer_idx = layer_idx
+        self.self_attn = MeterDecoderAttention(config, hidden_size, is_cross_attention=False, layer_idx=layer_idx)
+        self.self_attn_output = MeterResidualOutput(hidden_size, hidden_size, config)
+        self.text_cross_attn = MeterDecoderAttention(config, config.hidden_size, True, layer_idx)
+        self.text_cross_attn_output = MeterResidualOutput(hidden_size, hidden_size, config)
+        self.image_cross_attn = MeterDecoderAttention(config, config.hidden_size, True, layer_idx)
+        self.image_cross_attn_output = MeterResidualOutput(hidden_size, hidden_size, config)
+        self.intermediate = nn.Linear(hidden_size, config.decoder_intermediate_size)
+        self.intermediate_act_fn = ACT2FN[config.hidden_act]
+        self.output = MeterResidualOutput(config.decoder_intermediate_size, hidden_size, config)
+
+    def _cross_key_values(self, text_states, image_states, cache):
+        cross_cache = cache.cross_attention_cache if isinstance(cache, EncoderDecoderCache) else None
+        text_length = text_states.shape[1]
+        if cross_cache is not None and cache.is_updated.get(self.layer_idx):
+            keys, values = cross_cache.layers[self.layer_idx].keys, cross_cache.layers[self.layer_idx].values
+            return ((keys[:, :, :text_length], values[:, :, :text_length]),
+                    (keys[:, :, text_length:], values[:, :, text_length:]))  # fmt: skip
+        text_kv = self.text_cross_attn.project_key_value(text_states)
+        image_kv = self.image_cross_attn.project_key_value(image_states)
+        if cross_cache is not None:
+            cross_cache.update(torch.cat([text_kv[0], image_kv[0]], dim=2), torch.cat([text_kv[1], image_kv[1]], dim=2),
+                               self.layer_idx)  # fmt: skip
+            cache.is_updated[self.layer_idx] = True
+        return text_kv, image_kv
+
+    def forward(self, hidden_states, self_attention_mask, text_states, text_mask, image_states, image_mask,
+                cache: Cache | None = None, **kwargs):  # fmt: skip
+        key, value = self.self_attn.project_key_value(hidden_states)
+        self_cache = cache.self_attention_cache if isinstance(cache, EncoderDecoderCache) else cache
+        if self_cache is not None:
+            key, value = self_cache.update(key, value, self.layer_idx)
+        attn_output, self_weights = self.self_attn(hidden_states, key, value, self_attention_mask, **kwargs)
+        hidden_states = self.self_attn_output(attn_output, hidden_states)
+        (text_key, text_value), (image_key, image_value) = self._cross_key_values(text_states, image_states, cache)
+        attn_output, text_weights = self.text_cross_attn(hidden_states, text_key, text_value, text_mask, **kwargs)
+        hidden_states = self.text_cross_attn_output(attn_output, hidden_states)
+        attn_output, image_weights = self.image_cross_attn(hidden_states, image_key, image_value, image_mask, **kwargs)
+        hidden_states = self.image_cross_attn_output(attn_output, hidden_states)
+        hidden_states = self.output(self.intermediate_act_fn(self.intermediate(hidden_states)), hidden_states)
+        return hidden_states, self_weights, text_weights, image_weights
+
+
+class MeterDecoder(nn.Module):
+    """Token + learned position embeddings (LayerNorm, dropout) and `num_decoder_layers` [`MeterDecoderLayer`]s."""
+
+    def __init__(self, config: MeterConfig):
+        super().__init__()
+        hidden_size = config.decoder_hidden_size
+        self.embed_tokens = nn.Embedding(config.text_config.vocab_size, hidden_size)
+        self.embed_positions = nn.Embedding(config.max_decoder_position_embeddings, hidden_size)
+        self.LayerNorm = nn.LayerNorm(hidden_size, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.layers = nn.ModuleList([MeterDecoderLayer(config, index) for index in range(config.num_decoder_layers)])
+
+    def forward(self, input_ids, position_ids, self_attention_mask, text_states, text_mask, image_states, image_mask,
+                cache=None, output_attentions=False, output_hidden_states=False):  # fmt: skip
+        hidden_states = self.dropout(self.LayerNorm(self.embed_tokens(input_ids) + self.embed_positions(position_ids)))
+        all_hidden, self_weights, text_weights, image_weights = [], [], [], []
+        for layer in self.layers:
+            if output_hidden_states:
+                all_hidden.append(hidden_states)
+            hidden_states, *weights = layer(hidden_states, self_attention_mask, text_states, text_mask, image_states,
+                                            image_mask, cache=cache, output_attentions=output_attentions)  # fmt: skip
+            for collected, weight in zip((self_weights, text_weights, image_weights), weights):
+                collected.append(weight)
+        if output_hidden_states:
+            all_hidden.append(hidden_states)
+        as_tuple = lambda values: tuple(values) if output_attentions else None  # noqa: E731
+        return (hidden_states, tuple(all_hidden) if output_hidden_states else None, as_tuple(self_weights),
+                as_tuple(text_weights), as_tuple(image_weights))  # fmt: skip
+
+
+def _decoder_self_attention_mask(decoder_attention_mask, query_length: int, past_length: int, dtype, device):
+    """Additive `(batch or 1, 1, query_length, past_length + query_length)` mask: causal, and padding from
+    `decoder_attention_mask` (`(batch_size, past_length + query_length)`; the last `query_length` columns are the
+    current tokens)."""
+    total = past_length + query_length
+    query_positions = torch.arange(past_length, total, device=device)[:, None]
+    allowed = (torch.arange(total, device=device)[None, :] <= query_positions)[None, None]
+    if decoder_attention_mask is not None:
+        allowed = allowed & decoder_attention_mask[:, None, None, :].to(device).bool()
+    return torch.zeros(allowed.shape, dtype=dtype, device=device).masked_fill(~allowed, torch.finfo(dtype).min)
+
+
+def shift_tokens_right(labels: torch.Tensor, pad_token_id: int, decoder_start_token_id: int) -> torch.Tensor:
+    """Decoder inputs from labels, as T5 / BART do: `[start] + labels[:-1]`, with -100 (ignored) replaced by padding."""
+    shifted = labels.new_zeros(labels.shape)
+    shifted[:, 1:] = labels[:, :-1].clone()
+    shifted[:, 0] = decoder_start_token_id
+    return shifted.masked_fill(shifted == -100, pad_token_id)
+
+
+class MeterForConditionalGeneration(MeterPreTrainedModel, GenerationMixin):
+    """Encoder-decoder METER (paper Sec. 3.1, Table 7): the fusion module (the encoder: towers + fusion layers) and
+    a decoder whose layers attend to the fused text and, through a second cross-attention, to the fused image. It
+    generates text: captions, answers (VQA as generation) and, for image-text matching, the binary answer after a
+    class token (pre-training: T5-style span corruption of the text with
+    [`~hf_vl.data.VisionLanguageSpanCorruptionCollator`]).
+
+    `labels` `(batch_size, target_length)` are the target token ids (-100 = ignored); the decoder inputs are the labels
+    shifted right after `config.decoder_start_token_id` unless `decoder_input_ids` are passed. The loss is the mean
+    token cross-entropy. `generate()` works as for any transformers encoder-decoder model (the encoder runs once, the
+    decoder caches self- and cross-attention keys/values in an `EncoderDecoderCache`).
+
+    The decoder's token embeddings and output projection are tied to the text tower's word embeddings when
+    `config.tie_decoder_embeddings` and the shapes match (same vocabulary, decoder width = text width).
+
+    Example:
+
+    ```python
+    >>> import torch
+    >>> from hf_vl import MeterConfig, MeterForConditionalGeneration
+    >>> config = MeterConfig(num_fusion_layers=3, num_decoder_layers=3)  # the paper's 3 + 3
+    >>> model = MeterForConditionalGeneration(config)
+    >>> inputs = {"input_ids": torch.tensor([[0, 31414, 2]]), "pixel_values": torch.randn(1, 3, 288, 288)}
+    >>> model.generate(**inputs, max_new_tokens=5).shape  # (1, 1 + 5) at most: decoder start token + new tokens
+    ```
+    """
+
+    _no_split_modules = ["MeterCoAttentionLayer", "MeterMergedAttentionLayer", "MeterDecoderLayer"]
+    # the encoder has no poolers (the decoder reads the fused token sequences); a METER checkpoint's are dropped
+    _keys_to_ignore_on_load_unexpected = [r"cross_modal_(text|image)_pooler\."]
+
+    def __init__(self, config: MeterConfig, text_model=None, vision_model=None):
+        super().__init__(config)
+        if config.num_decoder_layers < 1:
+            raise ValueError(
+                "MeterForConditionalGeneration needs a decoder: set `num_decoder_layers` >= 1 in MeterConfig (the "
+                f"paper uses 3), got {config.num_decoder_layers}."
+            )
+        self.meter = MeterModel(config, text_model=text_model, vision_model=vision_model, add_pooling_layer=False)
+        self.decoder = MeterDecoder(config)
+        self.lm_head = nn.Linear(config.decoder_hidden_size, config.text_config.vocab_size)
+        text_embeddings = self.meter.get_input_embeddings()
+        self._text_embeddings_name = next(
+            f"{name}.weight" for name, module in self.named_modules() if module is text_embeddings
+        )
+        # per instance: whether the tables can be shared depends on the config (vocabulary and widths)
+        self._tied_weights_keys = (
+            {"decoder.embed_tokens.weight": self._text_embeddings_name, "lm_head.weight": self._text_embeddings_name}
+            if self.decoder_embeddings_tied() else {}
+        )  # fmt: skip
+        self.post_init()
+
+    def decoder_embeddings_tied(self) -> bool:
+        """Whether the decoder embeddings and `lm_head` share the text tower's word embeddings."""
+        text_weight = self.meter.get_input_embeddings().weight
+        return bool(self.config.tie_decoder_embeddings) and tuple(text_weight.shape) == tuple(
+            self.decoder.embed_tokens.weight.shape
+        )
+
+    def get_expanded_tied_weights_keys(self, all_submodels: bool = False) -> dict:
+        """transformers ties `_tied_weights_keys` only with `config.tie_word_embeddings` (METER's MLM head is untied);
+        the decoder's tables follow `config.tie_decoder_embeddings` instead."""
+        tied = super().get_expanded_tied_weights_keys(all_submodels=all_submodels)
+        if self.decoder_embeddings_tied():
+            tied.update(self._tied_weights_keys)
+        return tied
+
+    def get_encoder(self, modality=None):
+        return self.meter
+
+    def generate(self, *args, **kwargs):
+        """`GenerationMixin.generate`; a batch's `labels` (which transformers' `Seq2SeqTrainer` passes along with the
+        inputs when it evaluates with `predict_with_generate`) are dropped instead of reaching the encoder."""
+        kwargs.pop("labels", None)
+        return super().generate(*args, **kwargs)
+
+    def get_decoder(self):
+        return self.decoder
+
+    def get_output_embeddings(self) -> nn.Linear:
+        return self.lm_head
+
+    def set_output_embeddings(self, new_embeddings: nn.Linear) -> None:
+        self.lm_head = new_embeddings
+
+    def resize_token_embeddings(self, new_num_tokens=None, pad_to_multiple_of=None, mean_resizing=True):
+        """Resizes the text tower's word embeddings (the encoder input), the decoder's token embeddings and `lm_head`
+        together (new tokens such as span-corruption sentinels)."""
+        embeddings = super().resize_token_embeddings(new_num_tokens, pad_to_multiple_of, mean_resizing)
+        new_size = embeddings.weight.shape[0]
+        if self.decoder.embed_tokens.weight.shape[0] != new_size:
+            self.decoder.embed_tokens = self._get_resized_embeddings(
+                self.decoder.embed_tokens, new_size, mean_resizing=mean_resizing
+            )
+        if self.lm_head.weight.shape[0] != new_size:
+            self.lm_head = self._get_resized_lm_head(self.lm_head, new_size, mean_resizing=mean_resizing)
+        self.config.text_config.vocab_size = new_size
+        self.tie_weights()
+        return embeddings
+
+    @can_return_tuple
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.LongTensor | None = None,
+        token_type_ids: torch.LongTensor | None = None,
+        pixel_values: torch.FloatTensor | None = None,
+        pixel_mask: torch.LongTensor | None = None,
+        decoder_input_ids: torch.LongTensor | None = None,
+        decoder_attention_mask: torch.LongTensor | None = None,
+        encoder_outputs: MeterModelOutput | tuple | None = None,
+        cache: Cache | None = None,
+        labels: torch.LongTensor | None = None,
+        use_cache: bool | None = None,
+        text_embeds: torch.FloatTensor | None = None,
+        image_embeds: torch.FloatTensor | None = None,
+        interpolate_pos_encoding: bool | None = None,
+        **kwargs: Unpack[TransformersKwargs],
+    ) -> MeterSeq2SeqLMOutput:
+        r"""
+        Args:
+            decoder_input_ids (`(batch_size, target_length)`, *optional*): decoder inputs; by default `labels` shifted
+                right after `config.decoder_start_token_id`. With a `cache`, only the tokens not yet cached.
+            decoder_attention_mask (`(batch_size, past_length + target_length)`, *optional*): 1 for real decoder
+                tokens, 0 for padding; causal masking is always applied.
+            encoder_outputs ([`MeterModelOutput`] or a tuple `(text_features, image_features, ...)`, *optional*): the
+                fusion module's output (what `generate()` computes once); the encoder inputs are then not needed,
+                except `attention_mask` (text padding) and `pixel_mask` (image padding) for the cross-attentions.
+            cache (`EncoderDecoderCache`, *optional*): self- and cross-attention keys/values of earlier steps.
+            labels (`(batch_size, target_length)`, *optional*): target token ids, -100 where ignored.
+            use_cache (`bool`, *optional*): return the (new or updated) cache; by default only when a `cache` is
+                passed (`generate()` sets it). Off when `labels` are given.
+            Other arguments as in [`MeterModel.forward`].
+        """
+        _reject_unknown_kwargs(self, kwargs)
+        output_attentions = kwargs.get("output_attentions")
+        output_attentions = self.config.output_attentions if output_attentions is None else output_attentions
+        output_hidden_states = kwargs.get("output_hidden_states")
+        output_hidden_states = self.config.output_hidden_states if output_hidden_states is None else output_hidden_states
+        text_config = self.config.text_config
+        if labels is not None:
+            if labels.dim() != 2:
+                raise ValueError(f"`labels` must be (batch_size, target_length), got shape {tuple(labels.shape)}.")
+            use_cache = False
+            if decoder_input_ids is None:
+                if self.config.decoder_start_token_id is None:
+                    raise ValueError("`labels` need `config.decoder_start_token_id` to build `decoder_input_ids`.")
+                decoder_input_ids = shift_tokens_right(labels, text_config.pad_token_id or 0,
+                                                       self.config.decoder_start_token_id)  # fmt: skip
+        if decoder_input_ids is None:
+            raise ValueError(
+                "MeterForConditionalGeneration needs `decoder_input_ids` or `labels` (use `generate()` to produce text)."
+            )
+        if decoder_input_ids.dim() != 2 or decoder_input_ids.is_floating_point():
+            raise ValueError(
+                f"`decoder_input_ids` must be an integer tensor (batch_size, target_length), got shape "
+                f"{tuple(decoder_input_ids.shape)} and dtype {decoder_input_ids.dtype}."
+            )
+        self._check_inputs(decoder_input_ids=decoder_input_ids, labels=labels)
+
+        if encoder_outputs is None:
+            encoder_outputs = self.meter(
+                input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
+                pixel_values=pixel_values, pixel_mask=pixel_mask, text_embeds=text_embeds, image_embeds=image_embeds,
+                interpolate_pos_encoding=interpolate_pos_encoding, output_attentions=output_attentions,
+                output_hidden_states=output_hidden_states,
+            )  # fmt: skip
+        elif not isinstance(encoder_outputs, MeterModelOutput):
+            if isinstance(encoder_outputs, dict):
+                encoder_outputs = MeterModelOutput(**encoder_outputs)
+            else:
+                encoder_outputs = MeterModelOutput(*encoder_outputs)
+        text_states, image_states = encoder_outputs.text_features, encoder_outputs.image_features
+        batch_size = text_states.shape[0]
+        if decoder_input_ids.shape[0] != batch_size:
+            raise ValueError(
+                f"`decoder_input_ids` has {decoder_input_ids.shape[0]} rows but the encoder batch has {batch_size}."
+            )
+        if attention_mask is not None and tuple(attention_mask.shape) != tuple(text_states.shape[:2]):
+            raise ValueError(
+                f"`attention_mask` shape {tuple(attention_mask.shape)} must match the encoded text "
+                f"{tuple(text_states.shape[:2])}."
+            )
+
+        if use_cache is None:  # a cache only when asked for (generate() asks) or handed one
+            use_cache = cache is not None
+        if use_cache and cache is None:
+            cache = EncoderDecoderCache(DynamicCache(config=self.config), DynamicCache(config=self.config))
+        past_length = cache.get_seq_length() if cache is not None else 0
+        query_length = decoder_input_ids.shape[1]
+        if past_length + query_length > self.config.max_decoder_position_embeddings:
+            raise ValueError(
+                f"The decoder sequence has {past_length + query_length} tokens but the decoder position table holds "
+                f"{self.config.max_decoder_position_embeddings} (`max_decoder_position_embeddings`)."
+            )
+        if decoder_attention_mask is not None and decoder_attention_mask.shape[-1] != past_length + query_length:
+            if past_length == 0 or decoder_attention_mask.shape[-1] != query_length:
+                raise ValueError(
+                    f"`decoder_attention_mask` must be (batch_size, past_length + target_length) = "
+                    f"({batch_size}, {past_length + query_length}), got {tuple(decoder_attention_mask.shape)}."
+                )
+            decoder_attention_mask = None  # only the new tokens' mask: the cached ones were real tokens
+        dtype = text_states.dtype
+        position_ids = torch.arange(past_length, past_length + query_length, device=text_states.device)[None]
+        self_mask = _decoder_self_attention_mask(decoder_attention_mask, query_length, past_length, dtype,
+                                                 text_states.device)  # fmt: skip
+        text_mask = None if attention_mask is None else _extended_attention_mask(attention_mask, dtype)
+        image_mask = None
+        if pixel_mask is not None:
+            image_mask = _extended_attention_mask(self.meter._image_token_mask(pixel_mask, image_states), dtype)
+
+        hidden_states, decoder_hidden, self_weights, text_weights, image_weights = self.decoder(
+            decoder_input_ids.to(text_states.device), position_ids, self_mask, text_states, text_mask, image_states,
+            image_mask, cache=cache, output_attentions=output_attentions, output_hidden_states=output_hidden_states,
+        )  # fmt: skip
+        logits = self.lm_head(hidden_states)
+        loss = None
+        if labels is not None:
+            loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(),
+                                   labels.to(logits.device).reshape(-1), ignore_index=-100)  # fmt: skip
+        return MeterSeq2SeqLMOutput(
+            loss=loss,
+            logits=logits,
+            cache=cache if use_cache else None,
+            decoder_hidden_states=decoder_hidden,
+            decoder_attentions=self_weights,
+            cross_attentions=text_weights,
+            image_cross_attentions=image_weights,
+            encoder_last_hidden_state=torch.cat([text_states, image_states], dim=1),
+            encoder_hidden_states=encoder_outputs.hidden_states,
+            encoder_attentions=encoder_outputs.attentions,
+        )
+
+    def validate_input_values(self, decoder_input_ids=None, labels=None, **inputs) -> None:
+        super().validate_input_values(**inputs)
+        vocab_size = self.config.text_config.vocab_size
+        if decoder_input_ids is not None and decoder_input_ids.numel():
+            low, high = int(decoder_input_ids.min()), int(decoder_input_ids.max())
+            if low < 0 or high >= vocab_size:
+                raise ValueError(f"`decoder_input_ids` must be in [0, {vocab_size}), got values in [{low}, {high}].")
+        if labels is not None and labels.numel():
+            valid = (labels == -100) | ((labels >= 0) & (labels < vocab_size))
+            if not bool(valid.all()):
+                raise ValueError(f"`labels` must be -100 or token ids in [0, {vocab_size}).")
+
+
 __all__ = [
     "MeterPreTrainedModel",
     "MeterModel",
@@ -1436,7 +1910,9 @@ __all__ = [
     "MeterForImageTextClassification",
     "MeterForImagesAndTextClassification",
     "MeterForImageAndTextRetrieval",
+    "MeterForConditionalGeneration",
     "MeterModelOutput",
+    "MeterSeq2SeqLMOutput",
     "MeterForPreTrainingOutput",
     "MeterClassifierOutput",
 ]

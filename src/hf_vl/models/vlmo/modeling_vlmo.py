@@ -559,6 +559,12 @@ def _copy_bert_weights(vlmo: "VlmoModel", bert: PreTrainedModel, copy_text_exper
                 if expert is not None:
                     expert.load_state_dict(layer.text_expert.state_dict())
     vlmo.norm.load_state_dict(previous_norm.state_dict())
+    layer_parts = (".attention.qkv.", ".attention.q_bias", ".attention.v_bias", ".attention.proj.",
+                   ".layernorm_before.", ".text_expert.")  # the V-FFN / VL-FFN copies must still learn vision
+    vlmo._pretrained_parameter_names = {
+        name for name, _ in vlmo.named_parameters()
+        if name.startswith(("text_embeddings.", "norm.")) or (name.startswith("layers.") and any(part in name for part in layer_parts))
+    }  # fmt: skip
 
 
 class VlmoPreTrainedModel(PreTrainedModel):
@@ -775,7 +781,15 @@ class VlmoModel(VlmoPreTrainedModel):
                                  text_relative_position_index(config.max_text_length, config), persistent=False)
         else:
             self.relative_position_bias_table = None
+        self._pretrained_parameter_names: set[str] = set()
         self.post_init()
+
+    def pretrained_parameter_names(self) -> set[str]:
+        """Names of the parameters copied from a pretrained text encoder by
+        [`VlmoPreTrainedModel.from_text_pretrained`] (text embeddings, shared self-attention, L-FFN, final
+        LayerNorm); empty for a model built from a config or loaded with `from_pretrained`. `hf_vl.training`'s
+        `create_vl_optimizer` trains them with a smaller learning rate than the new (vision) weights."""
+        return set(self._pretrained_parameter_names)
 
     def get_input_embeddings(self) -> nn.Module:
         return self.text_embeddings.word_embeddings
