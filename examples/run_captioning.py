@@ -34,7 +34,7 @@ from transformers import (
 
 import hf_vl
 from hf_vl.data import DataCollatorForVLSeq2Seq, load_easy_vqa_captions
-from hf_vl.hub import save_for_hub
+from hf_vl.hub import render_model_card, save_for_hub
 from hf_vl.metrics import caption_metrics
 from hf_vl.training import local_pretrained_path
 
@@ -165,7 +165,27 @@ def main():
         print("\n".join(f"  {e['reference']!r:>20} -> {e['generated']!r}" for e in results["examples"]))
     results["wall_time_s"] = round(time.time() - start, 1)
     if training_args.do_train and trainer.is_world_process_zero():
-        save_for_hub(model, training_args.output_dir, processor=processor)
+        name = os.path.basename(os.path.abspath(training_args.output_dir))
+        evaluation = (f"On the {len(test)} held-out test images, greedy decoding: exact match "
+                      f"**{results['exact_match']:.4f}**, BLEU-1 {results['bleu_1']:.4f}, CIDEr-D {results['cider']:.4f}, "
+                      f"colour {results['colour_accuracy']:.4f} / shape {results['shape_accuracy']:.4f} named correctly."
+                      if "exact_match" in results else "Not evaluated.")  # fmt: skip
+        card = render_model_card(
+            model, template="meter_generation", model_name=name, repo_id=f"<user>/{name}", prompt=args.prompt,
+            num_fusion_layers=model.config.num_fusion_layers, num_decoder_layers=model.config.num_decoder_layers,
+            image_size=args.image_size, decoder_start_token_id=model.config.decoder_start_token_id,
+            eos_token_id=model.config.eos_token_id,
+            intended_uses="Captioning the simple synthetic easy-VQA images it was trained on (one coloured shape on a "
+            "background): a demonstration model, not a captioner of natural photographs.",
+            training_data=f"The easy-VQA caption set (`hf_vl.data.load_easy_vqa_captions`, PyPI package `easy-vqa`): "
+            f"{len(train)} training images, each with its caption \"a <colour> <shape>\"; `examples/run_captioning.py` "
+            "(transformers' Seq2SeqTrainer).",
+            evaluation_results=evaluation,
+            provenance="Built with `MeterForConditionalGeneration.from_text_vision_pretrained` from all-MiniLM-L6-v2 "
+            f"(its first {args.text_num_layers} layers, frozen) and a randomly initialised ResNet; fusion, decoder and "
+            "output layers new, trained end to end with token cross-entropy.",
+        )  # fmt: skip
+        save_for_hub(model, training_args.output_dir, processor=processor, model_card=card)
         model.generation_config.save_pretrained(training_args.output_dir)
     if trainer.is_world_process_zero():
         os.makedirs(training_args.output_dir, exist_ok=True)

@@ -9,6 +9,7 @@ from transformers import (
     AutoImageProcessor,
     AutoModel,
     AutoModelForImageClassification,
+    AutoModelForImageTextToText,
     AutoModelForMaskedLM,
     AutoModelForMultipleChoice,
     AutoModelForPreTraining,
@@ -116,6 +117,8 @@ MODEL_AUTO_CLASSES = {
         (AutoModelForImageAndTextRetrieval, MeterForImageAndTextRetrieval),
         (AutoModelForImagesAndTextClassification, MeterForImagesAndTextClassification),
         (AutoModelForImageTextClassification, MeterForImageTextClassification),
+        # encoder-decoder METER: transformers' "image-text-to-text" pipeline (and "image-to-text", its old name)
+        (AutoModelForImageTextToText, MeterForConditionalGeneration),
     ),
     "vlmo": (
         (AutoModel, VlmoModel),

@@ -67,10 +67,12 @@ def model_card_template_path(model_type: str) -> Traversable:
     return template
 
 
-def render_model_card(model: PreTrainedModel, **fields) -> str:
-    """Fills the package template `hf_vl/model_cards/<model_type>.md` (`$name` placeholders, `string.Template`);
-    a placeholder left without a value raises `KeyError`."""
-    template = string.Template(model_card_template_path(model.config.model_type).read_text(encoding="utf-8"))
+def render_model_card(model: PreTrainedModel, template: str | None = None, **fields) -> str:
+    """Fills the package template `hf_vl/model_cards/<model_type>.md` (`$name` placeholders, `string.Template`), or
+    the template named `template` (e.g. `"meter_generation"`: encoder-decoder METER); a placeholder left without a
+    value raises `KeyError`."""
+    name = template if template is not None else model.config.model_type
+    template = string.Template(model_card_template_path(name).read_text(encoding="utf-8"))
     defaults = {
         "model_class": type(model).__name__,
         "num_parameters": f"{model.num_parameters() / 1e6:.1f}M",
