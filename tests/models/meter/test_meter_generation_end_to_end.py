@@ -228,5 +228,5 @@ def test_caption_metrics():
     right = caption_metrics(["a blue circle", "a red square", "a green triangle", "a blue square"], references)
     wrong = caption_metrics(["a red square", "a blue circle", "a blue square", "a green triangle"], references)
     assert right["cider"] > 1.0 and wrong["cider"] < 0.5 * right["cider"]
-    with pytest.raises(ValueError, match="references"):
+    with pytest.raises(ValueError, match="reference sets"):
         caption_metrics(["a"], [])
