@@ -4,6 +4,7 @@ holds the example's `all_results.json`, the wall time, the command, the machine 
 
     python benchmarks/example_runs.py --example referring_expression   # Switch-BERT on easy-VQA mosaics
     python benchmarks/example_runs.py --example vlmo_stagewise         # VLMo image / text / vision-language stages
+    python benchmarks/example_runs.py --example captioning             # encoder-decoder METER captions easy-VQA
 """
 
 import argparse
@@ -19,7 +20,14 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = {"referring_expression": "examples/run_referring_expression.py",
-            "vlmo_stagewise": "examples/run_vlmo_stagewise.py"}  # fmt: skip
+            "vlmo_stagewise": "examples/run_vlmo_stagewise.py",
+            "captioning": "examples/run_captioning.py"}  # fmt: skip
+# examples whose defaults are transformers' TrainingArguments defaults: the recipe they are recorded with
+RECIPES = {
+    "captioning": ["--num_train_epochs", "4", "--per_device_train_batch_size", "64", "--per_device_eval_batch_size",
+                   "128", "--learning_rate", "1e-3", "--warmup_steps", "50", "--logging_steps", "20",
+                   "--save_strategy", "no", "--report_to", "none", "--disable_tqdm", "true", "--seed", "42"],
+}  # fmt: skip
 
 
 def main():
@@ -27,7 +35,8 @@ def main():
     parser.add_argument("--example", choices=sorted(EXAMPLES), required=True)
     args = parser.parse_args()
     output_dir = ROOT / "runs" / f"{args.example}-default"
-    command = [sys.executable, EXAMPLES[args.example], "--output_dir", str(output_dir.relative_to(ROOT))]
+    command = [sys.executable, EXAMPLES[args.example], "--output_dir", str(output_dir.relative_to(ROOT)),
+               *RECIPES.get(args.example, [])]
     env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
     load_before = os.getloadavg()
     start = time.time()

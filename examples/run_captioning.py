@@ -3,9 +3,10 @@
 on the offline easy-VQA caption set (`hf_vl.data.load_easy_vqa_captions`: one "a <colour> <shape>" caption per image,
 3,395 train / 841 test images), evaluated with `generate()` (`--predict_with_generate`) and offline caption metrics
 (`hf_vl.metrics.caption_metrics`: exact match, corpus BLEU-1..4, CIDEr-D) plus colour / shape accuracy read off the
-generated captions.
+generated captions; they are written to `<output_dir>/all_results.json` (with 8 example captions).
 
-    python examples/run_captioning.py --output_dir runs/meter-captioning
+    python examples/run_captioning.py --output_dir runs/meter-captioning --num_train_epochs 4 \
+        --per_device_train_batch_size 64 --learning_rate 1e-3 --warmup_steps 50 --save_strategy no
     python examples/run_captioning.py --model_name_or_path runs/meter-captioning --do_eval --output_dir runs/eval
 
 The model: the shipped MiniLM text tower (its first `--text_num_layers` layers, frozen; the encoder text is a fixed
@@ -15,6 +16,7 @@ cross-attention over the fused image, FFN). The decoder's vocabulary is the text
 and generation stops at [SEP]. The saved folder carries its code (`trust_remote_code`) and a generation config.
 """
 
+import hashlib
 import json
 import logging
 import os
@@ -83,7 +85,7 @@ def build_model(args: CaptioningArguments, tokenizer):
 
 class CaptionCollator:
     """Raw examples (image, caption) -> pixel values, the prompt's ids and the caption as target ids; each image is
-    processed once (keyed by its id)."""
+    processed once (keyed by its pixels: `image_id`s restart in every split, and one collator serves train and eval)."""
 
     def __init__(self, processor, prompt: str, max_target_length: int):
         self.processor = processor
@@ -92,9 +94,9 @@ class CaptionCollator:
         self.cache: dict[int, torch.Tensor] = {}
 
     def pixels(self, example) -> torch.Tensor:
-        key = example["image_id"]
+        image = example["image"].convert("RGB")
+        key = hashlib.sha1(image.tobytes()).hexdigest()
         if key not in self.cache:
-            image = example["image"].convert("RGB")
             self.cache[key] = self.processor.image_processor(image, return_tensors="pt")["pixel_values"][0]
         return self.cache[key]
 
@@ -189,7 +191,7 @@ def main():
         model.generation_config.save_pretrained(training_args.output_dir)
     if trainer.is_world_process_zero():
         os.makedirs(training_args.output_dir, exist_ok=True)
-        with open(os.path.join(training_args.output_dir, "captioning_results.json"), "w") as f:
+        with open(os.path.join(training_args.output_dir, "all_results.json"), "w") as f:
             json.dump(results, f, indent=2)
     return results
 

@@ -53,6 +53,7 @@ from hf_vl.data import (
     easy_vqa_answer_vocab,
     easy_vqa_question_type,
     load_easy_vqa,
+    load_easy_vqa_captions,
     soft_target_tensor,
 )
 from hf_vl.hub import push_to_hub_with_code, render_model_card, save_for_hub
@@ -133,6 +134,16 @@ class ModelArguments:
         default=False, metadata={"help": "adaptive_lxmert: alpha-entmax attention, one learnable alpha per head."}
     )
     layerdrop: float = field(default=0.0, metadata={"help": "adaptive_lxmert: LayerDrop rate of every stack."})
+    vlmo_image_stage_epochs: float = field(
+        default=0.0,
+        metadata={"help": "vlmo: epochs of VLMo's image-only stage before VQA (stagewise pre-training, paper Sec. 3.3): "
+                  "VlmoForImageClassification on the training images' colour x shape classes (their captions, "
+                  "hf_vl.data.load_easy_vqa_captions('train'); easy-VQA only), training what the image stage trains "
+                  "(set_pretraining_stage('image')). 0: no image stage. --max_train_samples also limits its images."},
+    )
+    vlmo_image_stage_learning_rate: float | None = field(
+        default=None, metadata={"help": "vlmo: learning rate of the image stage (default: --learning_rate)."}
+    )
     vlmo_text_init: bool = field(
         default=False,
         metadata={"help": "vlmo: start from the text model (its first --text_num_layers layers; attention -> shared "
@@ -472,9 +483,13 @@ def build_vlmo(args: ModelArguments, id2label):
     """A small VLMo trained from scratch: one Multiway Transformer (`--num_hidden_layers` blocks of width
     `--hidden_size`, VL-FFN experts in the top `--num_fusion_layers`), patch embedding at `--image_size` /
     `--patch_size`, the uncased WordPiece tokenizer of all-MiniLM-L6-v2 (VLMo's BERT vocabulary). Every weight is new
-    and trains at `--learning_rate` (`VlmoForQuestionAnswering.from_text_pretrained` could start the text side from
-    MiniLM, but MiniLM is post-LN and VLMo pre-LN, and MiniLM's width would set VLMo's). New weights get std
-    `hidden_size ** -0.5` unless `--initializer_range` says otherwise."""
+    and trains at `--learning_rate`. New weights get std `hidden_size ** -0.5` unless `--initializer_range` says
+    otherwise.
+
+    With `--vlmo_text_init` the text side comes from MiniLM instead (`VlmoForQuestionAnswering.from_text_pretrained`:
+    its first `--text_num_layers` layers, at MiniLM's width; MiniLM is post-LN and VLMo pre-LN, see that method). The
+    copied weights (`VlmoModel.pretrained_parameter_names()`) train at `--learning_rate / --new_parameters_lr_multiplier`,
+    the new ones (vision side, V-FFN / VL-FFN, layer scale, head) at `--learning_rate`, as METER's recipe does."""
     tokenizer = AutoTokenizer.from_pretrained(local_pretrained_path(args.text_model_name_or_path))
     if not 1 <= args.num_fusion_layers <= args.num_hidden_layers:
         raise ValueError(
@@ -577,6 +592,55 @@ def build_switch_bert(args: ModelArguments, id2label):
                             qa_hidden_size=2 * args.hidden_size, classifier_dropout_prob=0.0)  # fmt: skip
 
 
+def vlmo_image_stage(model, processor, model_args: ModelArguments, data_args, training_args) -> dict:
+    """VLMo's stagewise pre-training before VQA, its image-only stage (paper Sec. 3.3; the paper starts the vision
+    expert from BEiT, whose masked image modelling needs the DALL-E tokenizer, unavailable offline): a
+    `VlmoForImageClassification` sharing `model`'s Multiway Transformer classifies the *training* images into their
+    colour x shape classes (the captions of `load_easy_vqa_captions("train")`, derived from the training questions;
+    test images are never seen) through the V-FFN path, training what `set_pretraining_stage("image")` trains (image
+    embeddings, shared self-attention, V-FFN); then every parameter is trainable again. Returns the stage's metrics."""
+    if model.config.model_type != "vlmo" or data_args.dataset_name is not None:
+        raise ValueError("--vlmo_image_stage_epochs needs --model_type vlmo on easy-VQA (its caption classes).")
+    captions = load_easy_vqa_captions("train")
+    classes = sorted(set(captions["caption"]))  # all 24 classes, even when --max_train_samples keeps fewer images
+    if data_args.max_train_samples is not None:
+        captions = captions.select(range(min(data_args.max_train_samples, len(captions))))
+    label2id = {caption: index for index, caption in enumerate(classes)}
+    config = hf_vl.VlmoConfig.from_dict({**model.config.to_dict(), "id2label": dict(enumerate(classes)),
+                                         "label2id": label2id})  # fmt: skip
+    head = hf_vl.VlmoForImageClassification(config)
+    head.vlmo = model.vlmo  # the same backbone: the stage trains VQA's vision side
+    head.set_pretraining_stage("image")
+    image_processor = processor.image_processor
+    cache = {}
+
+    def collate(examples):
+        pixels = []
+        for example in examples:
+            if example["image_id"] not in cache:
+                image = example["image"].convert("RGB")
+                cache[example["image_id"]] = image_processor(images=image, return_tensors="pt")["pixel_values"][0]
+            pixels.append(cache[example["image_id"]])
+        labels = torch.tensor([label2id[example["caption"]] for example in examples])
+        return {"pixel_values": torch.stack(pixels), "labels": labels}
+
+    stage_args = TrainingArguments(
+        output_dir=os.path.join(training_args.output_dir, "image-stage"), num_train_epochs=model_args.vlmo_image_stage_epochs,
+        per_device_train_batch_size=training_args.per_device_train_batch_size,
+        learning_rate=model_args.vlmo_image_stage_learning_rate or training_args.learning_rate,
+        warmup_steps=min(training_args.warmup_steps, 20), weight_decay=training_args.weight_decay, save_strategy="no",
+        report_to="none", logging_steps=training_args.logging_steps, disable_tqdm=training_args.disable_tqdm,
+        seed=training_args.seed, remove_unused_columns=False, use_cpu=training_args.use_cpu,
+    )  # fmt: skip
+    result = Trainer(model=head, args=stage_args, train_dataset=captions, data_collator=collate).train()
+    for param in model.parameters():
+        param.requires_grad_(True)
+    print(f"VLMo image stage: {model_args.vlmo_image_stage_epochs:g} epochs on {len(captions)} training images "
+          f"({len(classes)} colour x shape classes), train loss {result.training_loss:.4f}, "
+          f"{result.metrics['train_runtime']:.0f} s")
+    return result.metrics
+
+
 def load_region_checkpoint(path):
     """A folder saved by this script for a region model: the model (transformers' `LxmertForQuestionAnswering`, or an
     hf_vl region model through `AutoModelForVisualQuestionAnswering`) + its `RegionProcessor`."""
@@ -628,6 +692,8 @@ def main():
         if model_args.model_type not in BUILDERS:
             raise ValueError(f"--model_type must be one of {sorted(BUILDERS)}, got {model_args.model_type!r}.")
         model, processor = BUILDERS[model_args.model_type](model_args, id2label)
+    if model_args.vlmo_image_stage_epochs > 0 and not model_args.model_name_or_path:
+        vlmo_image_stage(model, processor, model_args, data_args, training_args)
     if model_args.freeze_text_tower and hasattr(model.base_model, "text_model"):  # LXMERT's text layers are new
         for param in model.base_model.text_model.parameters():
             param.requires_grad = False

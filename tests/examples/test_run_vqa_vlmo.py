@@ -84,3 +84,29 @@ def test_vlmo_text_init_starts_from_the_minilm_layers(tmp_path):
     copied = [tensor for name, tensor in weights.items() if name.endswith("weight") and tensor.shape == dense.shape
               and "layers.1." in name]  # fmt: skip
     assert copied and any(torch.allclose(tensor, dense, atol=1e-6) for tensor in copied)  # lr 1e-12: still MiniLM's
+
+
+def test_vlmo_image_stage_trains_the_vision_side_before_vqa(tmp_path):
+    """`--vlmo_image_stage_epochs`: VLMo's image-only stage (VlmoForImageClassification on the training images' colour x
+    shape classes, sharing the backbone) runs before VQA: it changes the V-FFN experts and leaves the L-FFN (frozen by
+    `set_pretraining_stage("image")`) as MiniLM's."""
+    import torch
+    from safetensors.torch import load_file
+    from transformers import AutoModel
+
+    from hf_vl.training import local_pretrained_path
+
+    output_dir = tmp_path / "vlmo-image-stage"
+    args = list(VLMO_ARGS)
+    for flag in ("--hidden_size", "--num_hidden_layers", "--num_attention_heads"):
+        index = args.index(flag)
+        del args[index : index + 2]
+    log = _run([sys.executable, str(SCRIPT), "--output_dir", str(output_dir), *args, "--vlmo_text_init",
+                "--text_num_layers", "2", "--max_steps", "1", "--learning_rate", "1e-12", "--vlmo_image_stage_epochs",
+                "1", "--vlmo_image_stage_learning_rate", "1e-2"], cwd=ROOT)  # fmt: skip
+    assert "VLMo image stage: 1 epochs on 64 training images (24 colour x shape classes)" in log
+    weights = load_file(output_dir / "model.safetensors")
+    minilm = AutoModel.from_pretrained(local_pretrained_path("minilm"))
+    dense = minilm.encoder.layer[0].intermediate.dense.weight
+    torch.testing.assert_close(weights["vlmo.layers.0.text_expert.fc1.weight"], dense)  # frozen in the image stage
+    assert not torch.allclose(weights["vlmo.layers.0.image_expert.fc1.weight"], dense)  # trained on images

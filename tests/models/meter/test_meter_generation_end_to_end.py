@@ -124,7 +124,7 @@ def test_captioning_example_trains_evaluates_with_generate_and_reloads(tmp_path)
                "--num_fusion_layers", "1", "--num_decoder_layers", "1", "--hidden_size", "32", "--vision_hidden_size",
                "32", "--report_to", "none", "--save_strategy", "no", "--disable_tqdm", "true"]  # fmt: skip
     subprocess.run(command, check=True, capture_output=True, text=True, timeout=600)
-    results = json.loads((out / "captioning_results.json").read_text())
+    results = json.loads((out / "all_results.json").read_text())
     for key in ("exact_match", "bleu_1", "cider", "colour_accuracy", "shape_accuracy", "examples"):
         assert key in results
     model = MeterForConditionalGeneration.from_pretrained(out)
@@ -230,3 +230,19 @@ def test_caption_metrics():
     assert right["cider"] > 1.0 and wrong["cider"] < 0.5 * right["cider"]
     with pytest.raises(ValueError, match="reference sets"):
         caption_metrics(["a"], [])
+
+
+def test_caption_collator_keys_images_by_pixels_not_by_split_local_ids(tokenizer):
+    """easy-VQA's image ids restart in every split and one collator serves train and eval: a test image must never
+    get the cached pixels of the train image with the same id (the bug that made test captions look random)."""
+    sys.path.insert(0, str(ROOT / "examples"))
+    try:
+        from run_captioning import CaptionCollator
+    finally:
+        sys.path.remove(str(ROOT / "examples"))
+    collator = CaptionCollator(MeterProcessor(MeterImageProcessor(resolution=32), tokenizer), "a picture of", 8)
+    train = {"image": image(0), "image_id": 7, "caption": "a red circle"}
+    test = {"image": image(1), "image_id": 7, "caption": "a blue square"}
+    first, second = collator([train])["pixel_values"], collator([test])["pixel_values"]
+    assert not torch.equal(first, second)
+    assert torch.equal(collator([train])["pixel_values"], first)

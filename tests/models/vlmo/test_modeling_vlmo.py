@@ -610,6 +610,19 @@ def test_text_side_from_pretrained_minilm():
     with torch.no_grad():
         logits = model(input_ids=torch.tensor([[101, 2054, 3609, 102]]), pixel_values=torch.randn(1, 3, 32, 32)).logits
     assert logits.shape == (1, 4)
+    # the copied weights are reported (a smaller learning rate for them: hf_vl.training.create_vl_optimizer); the
+    # vision side, the V-FFN / VL-FFN copies that must learn vision, layer scale and the heads are new
+    from hf_vl.training import pretrained_parameter_names, vl_parameter_groups
+
+    pretrained = pretrained_parameter_names(model)
+    assert "vlmo.text_embeddings.word_embeddings.weight" in pretrained and "vlmo.layers.0.attention.qkv.weight" in pretrained
+    assert "vlmo.layers.5.text_expert.fc1.weight" in pretrained and "vlmo.norm.weight" in pretrained
+    for new in ("vlmo.image_embeddings.patch_embeddings.weight", "vlmo.layers.0.image_expert.fc1.weight",
+                "vlmo.layers.5.vl_expert.fc1.weight", "vlmo.layers.0.gamma_1", "classifier.0.weight"):
+        assert new not in pretrained, new
+    groups = {group["name"]: group["lr"] for group in vl_parameter_groups(model, 1e-4, 5.0)}
+    assert groups["pretrained"] == 1e-4 and groups["new"] == 5e-4
+    assert VlmoForQuestionAnswering(model.config).vlmo.pretrained_parameter_names() == set()  # built from a config
 
 
 @pytest.mark.parametrize("model_class", [VlmoForMaskedLM, VlmoForPreTraining])
