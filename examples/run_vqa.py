@@ -858,7 +858,14 @@ def model_card_fields(model, processor, model_args) -> dict:
     mean = [round(float(value), 4) for value in getattr(image_processor, "image_mean", [])]
     normalization = {(0.4815, 0.4578, 0.4082): "CLIP", (0.5, 0.5, 0.5): "mean = std = 0.5 (to [-1, 1])",
                      (0.485, 0.456, 0.406): "ImageNet"}.get(tuple(mean), f"mean {mean}")  # fmt: skip
-    if config.model_type == "vlmo":
+    if config.model_type == "vlmo" and model_args.vlmo_text_init:
+        provenance = ("Built with `VlmoForQuestionAnswering.from_text_pretrained` from all-MiniLM-L6-v2 (its embeddings "
+                      f"and first {model_args.text_num_layers} layers: attention -> shared self-attention, FFN -> L-FFN, "
+                      "V-FFN / VL-FFN copies of it; the vision side and the head new)"
+                      + (f", then VLMo's image-only stage ({model_args.vlmo_image_stage_epochs:g} epochs of colour x shape "
+                         "classification of the training images)" if model_args.vlmo_image_stage_epochs > 0 else "")
+                      + ", then fine-tuned end to end.")
+    elif config.model_type == "vlmo":
         provenance = ("Built from scratch with `VlmoForQuestionAnswering(VlmoConfig(...))` (every weight randomly "
                       "initialised; the tokenizer is all-MiniLM-L6-v2's uncased WordPiece), then fine-tuned end to end.")
     else:

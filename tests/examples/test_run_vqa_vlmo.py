@@ -105,6 +105,8 @@ def test_vlmo_image_stage_trains_the_vision_side_before_vqa(tmp_path):
                 "--text_num_layers", "2", "--max_steps", "1", "--learning_rate", "1e-12", "--vlmo_image_stage_epochs",
                 "1", "--vlmo_image_stage_learning_rate", "1e-2"], cwd=ROOT)  # fmt: skip
     assert "VLMo image stage: 1 epochs on 64 training images (24 colour x shape classes)" in log
+    card = (output_dir / "README.md").read_text()
+    assert "from_text_pretrained" in card and "image-only stage (1 epochs" in card
     weights = load_file(output_dir / "model.safetensors")
     minilm = AutoModel.from_pretrained(local_pretrained_path("minilm"))
     dense = minilm.encoder.layer[0].intermediate.dense.weight

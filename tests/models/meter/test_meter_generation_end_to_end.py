@@ -129,7 +129,10 @@ def test_captioning_example_trains_evaluates_with_generate_and_reloads(tmp_path)
         assert key in results
     model = MeterForConditionalGeneration.from_pretrained(out)
     assert model.generation_config.eos_token_id == 102 and model.config.decoder_start_token_id == 101
-    assert (out / "modeling_meter.py").exists() and (out / "README.md").exists()
+    assert (out / "modeling_meter.py").exists()
+    card = (out / "README.md").read_text()
+    assert "$" not in card.split("```bibtex")[0] and "MeterForConditionalGeneration" in card
+    assert "pipeline_tag: image-text-to-text" in card and "exact match" in card
 
 
 # ------------------------------------------------------------------------------------------------------ collators
