@@ -297,4 +297,7 @@ def test_pipeline_save_pretrained_round_trip(tiny_lxmert, tokenizer, tmp_path):
         processor=RegionProcessor.from_pretrained(tmp_path), device="cpu",
     )  # fmt: skip
     image = Image.new("RGB", (64, 64), "blue")
-    assert reloaded(image=image, question="what color?", top_k=3) == vqa(image=image, question="what color?", top_k=3)
+    expected, actual = vqa(image=image, question="what color?", top_k=3), reloaded(image=image, question="what color?", top_k=3)
+    assert [entry["answer"] for entry in actual] == [entry["answer"] for entry in expected]
+    # the same weights, up to float rounding (two model instances may take different CPU kernel paths)
+    assert [entry["score"] for entry in actual] == pytest.approx([entry["score"] for entry in expected], abs=1e-6)

@@ -93,7 +93,7 @@ def test_tiny_meter_overfits_64_easy_vqa_examples(setup):
     assert text_only_ceiling < 0.7  # the text alone cannot do it
     model = build(path, label2id)
     inputs, labels = encode(model, rows, tokenizer, label2id)
-    train(model, inputs, labels, steps=200, batch_size=32)
+    train(model, inputs, labels, steps=300, batch_size=32)
     train_accuracy = accuracy(model, inputs, labels)
     assert train_accuracy >= 0.9, (train_accuracy, text_only_ceiling)
 

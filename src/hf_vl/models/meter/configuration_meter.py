@@ -202,20 +202,20 @@ class MeterConfig(PreTrainedConfig):
     def _validate_meter_fields(self):
         for name in ("hidden_size", "num_attention_heads", "intermediate_size", "num_fusion_layers"):
             _check_int(name, getattr(self, name), minimum=1)
-        _check_int("num_decoder_layers", self.num_decoder_layers, minimum=0)
-        for name in ("decoder_hidden_size", "decoder_num_attention_heads", "decoder_intermediate_size",
-                     "max_decoder_position_embeddings", "mim_codebook_size"):
-            _check_int(name, getattr(self, name), minimum=1)
-        if self.decoder_hidden_size % self.decoder_num_attention_heads != 0:
-            raise ValueError(
-                f"`decoder_hidden_size` ({self.decoder_hidden_size}) must be a multiple of "
-                f"`decoder_num_attention_heads` ({self.decoder_num_attention_heads})."
-            )
         _check_int("modality_type_vocab_size", self.modality_type_vocab_size, minimum=2, why=" (text and image)")
         if self.hidden_size % self.num_attention_heads != 0:
             raise ValueError(
                 f"`hidden_size` ({self.hidden_size}) must be a multiple of `num_attention_heads` "
                 f"({self.num_attention_heads})."
+            )
+        _check_int("num_decoder_layers", self.num_decoder_layers, minimum=0)
+        for name in ("decoder_hidden_size", "decoder_num_attention_heads", "decoder_intermediate_size",
+                     "max_decoder_position_embeddings", "mim_codebook_size"):
+            _check_int(name, getattr(self, name), minimum=1)
+        if self.num_decoder_layers > 0 and self.decoder_hidden_size % self.decoder_num_attention_heads != 0:
+            raise ValueError(
+                f"`decoder_hidden_size` ({self.decoder_hidden_size}) must be a multiple of "
+                f"`decoder_num_attention_heads` ({self.decoder_num_attention_heads})."
             )
         if self.fusion_type not in ("co_attention", "merged_attention"):
             raise ValueError(
