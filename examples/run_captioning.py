@@ -16,7 +16,6 @@ cross-attention over the fused image, FFN). The decoder's vocabulary is the text
 and generation stops at [SEP]. The saved folder carries its code (`trust_remote_code`) and a generation config.
 """
 
-import hashlib
 import json
 import logging
 import os
@@ -39,6 +38,7 @@ from hf_vl.data import DataCollatorForVLSeq2Seq, load_easy_vqa_captions
 from hf_vl.hub import render_model_card, save_for_hub
 from hf_vl.metrics import caption_metrics
 from hf_vl.training import local_pretrained_path
+from hf_vl.training.caching import ProcessedImageCache
 
 logger = logging.getLogger(__name__)
 
@@ -85,25 +85,22 @@ def build_model(args: CaptioningArguments, tokenizer):
 
 class CaptionCollator:
     """Raw examples (image, caption) -> pixel values, the prompt's ids and the caption as target ids; each image is
-    processed once (keyed by its pixels: `image_id`s restart in every split, and one collator serves train and eval)."""
+    processed once (`ProcessedImageCache`, keyed by the image's file: `image_id`s restart in every split, and one
+    collator serves train and eval)."""
 
     def __init__(self, processor, prompt: str, max_target_length: int):
         self.processor = processor
         self.prompt_ids = processor.tokenizer(prompt)["input_ids"]
         self.seq2seq = DataCollatorForVLSeq2Seq(processor.tokenizer, max_target_length=max_target_length)
-        self.cache: dict[int, torch.Tensor] = {}
-
-    def pixels(self, example) -> torch.Tensor:
-        image = example["image"].convert("RGB")
-        key = hashlib.sha1(image.tobytes()).hexdigest()
-        if key not in self.cache:
-            self.cache[key] = self.processor.image_processor(image, return_tensors="pt")["pixel_values"][0]
-        return self.cache[key]
+        self.images = ProcessedImageCache(
+            lambda images: dict(processor.image_processor([image.convert("RGB") for image in images], return_tensors="pt"))
+        )
 
     def __call__(self, examples):
         tokenizer = self.processor.tokenizer
-        features = [{"input_ids": self.prompt_ids, "pixel_values": self.pixels(example),
-                     "target_ids": tokenizer(example["caption"])["input_ids"]} for example in examples]  # fmt: skip
+        pixel_values = self.images([example["image"] for example in examples])["pixel_values"]
+        features = [{"input_ids": self.prompt_ids, "pixel_values": pixels, "target_ids": tokenizer(example["caption"])["input_ids"]}
+                    for example, pixels in zip(examples, pixel_values)]  # fmt: skip
         return self.seq2seq(features)
 
 

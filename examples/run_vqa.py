@@ -611,18 +611,12 @@ def vlmo_image_stage(model, processor, model_args: ModelArguments, data_args, tr
     head = hf_vl.VlmoForImageClassification(config)
     head.vlmo = model.vlmo  # the same backbone: the stage trains VQA's vision side
     head.set_pretraining_stage("image")
-    image_processor = processor.image_processor
-    cache = {}
+    images = ProcessedImageCache(lambda values: dict(processor.image_processor(
+        images=[value.convert("RGB") for value in values], return_tensors="pt")))  # each image processed once
 
     def collate(examples):
-        pixels = []
-        for example in examples:
-            if example["image_id"] not in cache:
-                image = example["image"].convert("RGB")
-                cache[example["image_id"]] = image_processor(images=image, return_tensors="pt")["pixel_values"][0]
-            pixels.append(cache[example["image_id"]])
         labels = torch.tensor([label2id[example["caption"]] for example in examples])
-        return {"pixel_values": torch.stack(pixels), "labels": labels}
+        return {"pixel_values": images([example["image"] for example in examples])["pixel_values"], "labels": labels}
 
     stage_args = TrainingArguments(
         output_dir=os.path.join(training_args.output_dir, "image-stage"), num_train_epochs=model_args.vlmo_image_stage_epochs,

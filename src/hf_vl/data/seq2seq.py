@@ -15,29 +15,14 @@ the model builds ``decoder_input_ids`` by shifting the labels right.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
 
-from .collators import _stack_values
+from .collators import _TEXT_KEYS, _PerWorkerGeneratorMixin, _stack_values
 
 __all__ = ["DataCollatorForVLSeq2Seq", "DataCollatorForVLSpanCorruption", "random_spans_noise_mask", "sentinel_token_ids"]
-
-_TEXT_KEYS = ("input_ids", "attention_mask", "token_type_ids", "special_tokens_mask")
-
-
-def _generator(collator) -> torch.Generator | None:
-    """`seed` in the main process, `seed + worker id` in a DataLoader worker (rebuilt after a fork)."""
-    if collator.seed is None:
-        return None
-    if getattr(collator, "_generator_pid", None) != os.getpid():
-        info = torch.utils.data.get_worker_info()
-        collator._generator = torch.Generator().manual_seed(collator.seed + (info.id if info is not None else 0))
-        collator._generator_pid = os.getpid()
-    return collator._generator
-
 
 def sentinel_token_ids(tokenizer, count: int = 100) -> list[int]:
     """Sentinel ids for span corruption: the tokenizer's T5-style ``<extra_id_0>``, ``<extra_id_1>``, ... when it has
@@ -121,13 +106,20 @@ def _as_list(value: Any) -> list[int]:
     return value.tolist() if isinstance(value, torch.Tensor) else list(value)
 
 
-class _Seq2SeqCollatorBase:
-    def __init__(self, tokenizer, pad_to_multiple_of: int | None = None, max_target_length: int | None = None):
+class _Seq2SeqCollatorBase(_PerWorkerGeneratorMixin):
+    def __init__(self, tokenizer, pad_to_multiple_of: int | None = None, max_target_length: int | None = None,
+                 seed: int | None = None):  # fmt: skip
         if tokenizer is None or not hasattr(tokenizer, "pad"):
             raise TypeError("`tokenizer` must be a transformers tokenizer (it pads the encoder text).")
         self.tokenizer = tokenizer
         self.pad_to_multiple_of = pad_to_multiple_of
         self.max_target_length = max_target_length
+        self.seed, self.generator = seed, None
+
+    def create_rng(self) -> None:
+        """`seed` in the main process, `seed + worker id` in a DataLoader worker (as transformers' collators)."""
+        info = torch.utils.data.get_worker_info()
+        self.generator = torch.Generator().manual_seed(self.seed + (info.id if info is not None else 0))
 
     def _batch(self, features: list[Mapping[str, Any]], encoder_ids: list[list[int]], targets: list[list[int]]):
         if self.max_target_length is not None:
@@ -174,7 +166,7 @@ class DataCollatorForVLSpanCorruption(_Seq2SeqCollatorBase):
     def __init__(self, tokenizer, noise_density: float = 0.15, mean_span_length: float = 3.0,
                  sentinel_ids: Sequence[int] | None = None, seed: int | None = None,
                  pad_to_multiple_of: int | None = None):  # fmt: skip
-        super().__init__(tokenizer, pad_to_multiple_of)
+        super().__init__(tokenizer, pad_to_multiple_of, seed=seed)
         if not 0.0 < noise_density < 1.0:
             raise ValueError(f"`noise_density` must be in (0, 1), got {noise_density!r}.")
         if not mean_span_length >= 1.0:
@@ -182,7 +174,6 @@ class DataCollatorForVLSpanCorruption(_Seq2SeqCollatorBase):
         self.noise_density = noise_density
         self.mean_span_length = mean_span_length
         self.sentinel_ids = list(sentinel_ids) if sentinel_ids is not None else sentinel_token_ids(tokenizer)
-        self.seed = seed
         self.end_token_id = _end_token_id(tokenizer)
         self.special_ids = set(tokenizer.all_special_ids)
 
@@ -211,7 +202,7 @@ class DataCollatorForVLSpanCorruption(_Seq2SeqCollatorBase):
 
     def __call__(self, features: Any) -> dict[str, Any]:
         features = _features_list(features)
-        generator = _generator(self)
+        generator = self._worker_generator()
         pairs = [self.corrupt(_as_list(feature["input_ids"]), generator) for feature in features]
         return self._batch(features, [pair[0] for pair in pairs], [pair[1] for pair in pairs])
 

@@ -513,16 +513,16 @@ def cider_d(predictions: Sequence[str], references: Sequence[Sequence[str] | str
         counts = _ngrams(tokens, n)
         weights = {gram: count * (log_documents - math.log(max(1.0, document_frequency[n - 1][gram])))
                    for gram, count in counts.items()}  # fmt: skip
-        return weights, math.sqrt(sum(value * value for value in weights.values())), counts
+        return weights, math.sqrt(sum(value * value for value in weights.values()))
 
     total = 0.0
     for prediction, refs in zip(predictions, ref_tokens):
         tokens = _caption_tokens(prediction)
         score = 0.0
         for n in range(1, 5):
-            prediction_vector, prediction_norm, prediction_counts = vector(tokens, n)
+            prediction_vector, prediction_norm = vector(tokens, n)
             for ref in refs:
-                ref_vector, ref_norm, ref_counts = vector(ref, n)
+                ref_vector, ref_norm = vector(ref, n)
                 dot = sum(min(prediction_vector[gram], ref_vector[gram]) * ref_vector[gram]
                           for gram in prediction_vector if gram in ref_vector)  # fmt: skip
                 similarity = dot / (prediction_norm * ref_norm) if prediction_norm and ref_norm else 0.0

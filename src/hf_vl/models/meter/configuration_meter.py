@@ -169,18 +169,15 @@ class MeterConfig(PreTrainedConfig):
                 setattr(self, name, getattr(self, fusion_name))
         # generation treats a model as encoder-decoder through this flag (encoder_outputs, decoder_input_ids, cache)
         self.is_encoder_decoder = isinstance(self.num_decoder_layers, int) and self.num_decoder_layers > 0
-        if self.decoder_start_token_id is None and self.is_encoder_decoder:
-            for name in ("bos_token_id", "cls_token_id", "pad_token_id"):
-                if getattr(self.text_config, name, None) is not None:
-                    self.decoder_start_token_id = getattr(self.text_config, name)
-                    break
-        if self.is_encoder_decoder:
+        if self.is_encoder_decoder:  # the decoder's special tokens default to the text tower's
+            text = self.text_config
+            first = lambda *names: next((getattr(text, n) for n in names if getattr(text, n, None) is not None), None)  # noqa: E731
+            if self.decoder_start_token_id is None:
+                self.decoder_start_token_id = first("bos_token_id", "cls_token_id", "pad_token_id")
             if self.pad_token_id is None:
-                self.pad_token_id = getattr(self.text_config, "pad_token_id", None)
+                self.pad_token_id = first("pad_token_id")
             if self.eos_token_id is None:
-                self.eos_token_id = getattr(self.text_config, "eos_token_id", None)
-                if self.eos_token_id is None:
-                    self.eos_token_id = getattr(self.text_config, "sep_token_id", None)
+                self.eos_token_id = first("eos_token_id", "sep_token_id")
         self._validate_meter_fields()
 
     def get_text_config(self, decoder=None, encoder=None) -> PreTrainedConfig:
