@@ -137,12 +137,29 @@ class ModelArguments:
     vlmo_image_stage_epochs: float = field(
         default=0.0,
         metadata={"help": "vlmo: epochs of VLMo's image-only stage before VQA (stagewise pre-training, paper Sec. 3.3): "
-                  "VlmoForImageClassification on the training images' colour x shape classes (their captions, "
+                  "VlmoForImageClassification on the training images' classes (--vlmo_image_stage_label of "
                   "hf_vl.data.load_easy_vqa_captions('train'); easy-VQA only), training what the image stage trains "
-                  "(set_pretraining_stage('image')). 0: no image stage. --max_train_samples also limits its images."},
+                  "(set_pretraining_stage('image')); VQA then counts what it trained as pretrained "
+                  "(--new_parameters_lr_multiplier). 0: no image stage. --max_train_samples also limits its images."},
+    )
+    vlmo_image_stage_label: str = field(
+        default="caption",
+        metadata={"help": "vlmo: the image stage's classes: 'caption' (the 24 colour x shape captions), 'shape' or "
+                  "'colour' (one attribute of the caption set).", "choices": ["caption", "shape", "colour"]},
     )
     vlmo_image_stage_learning_rate: float | None = field(
         default=None, metadata={"help": "vlmo: learning rate of the image stage (default: --learning_rate)."}
+    )
+    vlmo_absolute_positions: bool = field(
+        default=False,
+        metadata={"help": "vlmo: VLMo-Base-Plus's position layout (learnable absolute text and image positions, no "
+                  "relative position bias); with --vlmo_text_init the text positions are the text model's own."},
+    )
+    vlmo_layer_scale_init_value: float = field(
+        default=0.1,
+        metadata={"help": "vlmo: initial layer scale (VLMo-Base: 0.1); 0 builds blocks without layer scale, as "
+                  "VLMo-Base-Plus (with --vlmo_text_init the copied layers then add their full output, as in the "
+                  "text model)."},
     )
     vlmo_text_init: bool = field(
         default=False,
@@ -506,7 +523,7 @@ def build_vlmo(args: ModelArguments, id2label):
             patch_size=args.patch_size, hidden_dropout_prob=args.fusion_dropout, drop_path_rate=0.0,
             embedding_dropout_prob=args.fusion_dropout, num_labels=len(id2label), id2label=dict(id2label),
             label2id={label: i for i, label in id2label.items()},
-            initializer_range=init_std(args, bert.config.hidden_size),
+            initializer_range=init_std(args, bert.config.hidden_size), **vlmo_layout(args),
         )  # fmt: skip
         image_processor = hf_vl.VlmoImageProcessor(size={"height": args.image_size, "width": args.image_size})
         return model, hf_vl.VlmoProcessor(image_processor, tokenizer)
@@ -524,6 +541,7 @@ def build_vlmo(args: ModelArguments, id2label):
         drop_path_rate=0.0,
         embedding_dropout_prob=args.fusion_dropout,
         initializer_range=initializer_range,
+        **vlmo_layout(args),
         num_labels=len(id2label),
         id2label=dict(id2label),
         label2id={label: i for i, label in id2label.items()},
@@ -532,6 +550,16 @@ def build_vlmo(args: ModelArguments, id2label):
     image_processor = hf_vl.VlmoImageProcessor(size={"height": args.image_size, "width": args.image_size})
     processor = hf_vl.VlmoProcessor(image_processor, tokenizer)
     return model, processor
+
+
+def vlmo_layout(args: ModelArguments) -> dict:
+    """VlmoConfig fields of `--vlmo_absolute_positions` and `--vlmo_layer_scale_init_value`."""
+    if args.vlmo_layer_scale_init_value < 0:
+        raise ValueError(f"--vlmo_layer_scale_init_value must be >= 0, got {args.vlmo_layer_scale_init_value}.")
+    layout = {"layer_scale_init_value": args.vlmo_layer_scale_init_value or None}
+    if args.vlmo_absolute_positions:
+        layout.update(use_relative_position_bias=False, use_absolute_position_embeddings=True)
+    return layout
 
 
 def build_adaptive_lxmert(args: ModelArguments, id2label):
@@ -592,17 +620,23 @@ def build_switch_bert(args: ModelArguments, id2label):
                             qa_hidden_size=2 * args.hidden_size, classifier_dropout_prob=0.0)  # fmt: skip
 
 
+STAGE_CLASSES = {"caption": "colour x shape", "shape": "shape", "colour": "colour"}  # --vlmo_image_stage_label
+
+
 def vlmo_image_stage(model, processor, model_args: ModelArguments, data_args, training_args) -> dict:
     """VLMo's stagewise pre-training before VQA, its image-only stage (paper Sec. 3.3; the paper starts the vision
     expert from BEiT, whose masked image modelling needs the DALL-E tokenizer, unavailable offline): a
-    `VlmoForImageClassification` sharing `model`'s Multiway Transformer classifies the *training* images into their
-    colour x shape classes (the captions of `load_easy_vqa_captions("train")`, derived from the training questions;
-    test images are never seen) through the V-FFN path, training what `set_pretraining_stage("image")` trains (image
-    embeddings, shared self-attention, V-FFN); then every parameter is trainable again. Returns the stage's metrics."""
+    `VlmoForImageClassification` sharing `model`'s Multiway Transformer classifies the *training* images into the
+    classes of `--vlmo_image_stage_label` (a column of `load_easy_vqa_captions("train")`, derived from the training
+    questions: the 24 colour x shape captions, or the shape or the colour alone; test images are never seen) through the V-FFN path, training what `set_pretraining_stage("image")` trains (image
+    embeddings, shared self-attention, V-FFN); then every parameter is trainable again. Returns the stage's metrics
+    and, under `"trained_parameters"`, the names of the backbone parameters it trained (run_vqa then counts them as pretrained:
+    `--new_parameters_lr_multiplier` slows them down)."""
     if model.config.model_type != "vlmo" or data_args.dataset_name is not None:
         raise ValueError("--vlmo_image_stage_epochs needs --model_type vlmo on easy-VQA (its caption classes).")
     captions = load_easy_vqa_captions("train")
-    classes = sorted(set(captions["caption"]))  # all 24 classes, even when --max_train_samples keeps fewer images
+    column = model_args.vlmo_image_stage_label
+    classes = sorted(set(captions[column]))  # all 24 classes, even when --max_train_samples keeps fewer images
     if data_args.max_train_samples is not None:
         captions = captions.select(range(min(data_args.max_train_samples, len(captions))))
     label2id = {caption: index for index, caption in enumerate(classes)}
@@ -610,12 +644,12 @@ def vlmo_image_stage(model, processor, model_args: ModelArguments, data_args, tr
                                          "label2id": label2id})  # fmt: skip
     head = hf_vl.VlmoForImageClassification(config)
     head.vlmo = model.vlmo  # the same backbone: the stage trains VQA's vision side
-    head.set_pretraining_stage("image")
+    trained = {name for name in head.set_pretraining_stage("image") if name.startswith(f"{head.base_model_prefix}.")}
     images = ProcessedImageCache(lambda values: dict(processor.image_processor(
         images=[value.convert("RGB") for value in values], return_tensors="pt")))  # each image processed once
 
     def collate(examples):
-        labels = torch.tensor([label2id[example["caption"]] for example in examples])
+        labels = torch.tensor([label2id[example[column]] for example in examples])
         return {"pixel_values": images([example["image"] for example in examples])["pixel_values"], "labels": labels}
 
     stage_args = TrainingArguments(
@@ -630,9 +664,9 @@ def vlmo_image_stage(model, processor, model_args: ModelArguments, data_args, tr
     for param in model.parameters():
         param.requires_grad_(True)
     print(f"VLMo image stage: {model_args.vlmo_image_stage_epochs:g} epochs on {len(captions)} training images "
-          f"({len(classes)} colour x shape classes), train loss {result.training_loss:.4f}, "
+          f"({len(classes)} {STAGE_CLASSES[column]} classes), train loss {result.training_loss:.4f}, "
           f"{result.metrics['train_runtime']:.0f} s")
-    return result.metrics
+    return {**result.metrics, "trained_parameters": trained}
 
 
 def load_region_checkpoint(path):
@@ -687,7 +721,9 @@ def main():
             raise ValueError(f"--model_type must be one of {sorted(BUILDERS)}, got {model_args.model_type!r}.")
         model, processor = BUILDERS[model_args.model_type](model_args, id2label)
     if model_args.vlmo_image_stage_epochs > 0 and not model_args.model_name_or_path:
-        vlmo_image_stage(model, processor, model_args, data_args, training_args)
+        image_stage = vlmo_image_stage(model, processor, model_args, data_args, training_args)
+    else:
+        image_stage = {"trained_parameters": set()}
     if model_args.freeze_text_tower and hasattr(model.base_model, "text_model"):  # LXMERT's text layers are new
         for param in model.base_model.text_model.parameters():
             param.requires_grad = False
@@ -728,7 +764,8 @@ def main():
         prefix = f"{model.base_model_prefix}.text_model."
         pretrained_names = {name for name, _ in model.named_parameters() if name.startswith(prefix)}
     elif not model_args.model_name_or_path and model.config.model_type == "vlmo":  # --vlmo_text_init: MiniLM's weights
-        pretrained_names = pretrained_parameter_names(model)
+        # + what the image stage trained: the vision side is then pretrained too (as BEiT's is in the paper)
+        pretrained_names = pretrained_parameter_names(model) | image_stage["trained_parameters"]
     if pretrained_names is None and not hasattr(model.base_model, "pretrained_parameter_names"):
         pretrained_names = set()  # no pretrained towers to single out: every parameter trains at --learning_rate
     optimizer = create_vl_optimizer(
@@ -856,8 +893,8 @@ def model_card_fields(model, processor, model_args) -> dict:
         provenance = ("Built with `VlmoForQuestionAnswering.from_text_pretrained` from all-MiniLM-L6-v2 (its embeddings "
                       f"and first {model_args.text_num_layers} layers: attention -> shared self-attention, FFN -> L-FFN, "
                       "V-FFN / VL-FFN copies of it; the vision side and the head new)"
-                      + (f", then VLMo's image-only stage ({model_args.vlmo_image_stage_epochs:g} epochs of colour x shape "
-                         "classification of the training images)" if model_args.vlmo_image_stage_epochs > 0 else "")
+                      + (f", then VLMo's image-only stage ({model_args.vlmo_image_stage_epochs:g} epochs of "
+                         f"{STAGE_CLASSES[model_args.vlmo_image_stage_label]} classification of the training images)" if model_args.vlmo_image_stage_epochs > 0 else "")
                       + ", then fine-tuned end to end.")
     elif config.model_type == "vlmo":
         provenance = ("Built from scratch with `VlmoForQuestionAnswering(VlmoConfig(...))` (every weight randomly "

@@ -87,9 +87,11 @@ def test_vlmo_text_init_starts_from_the_minilm_layers(tmp_path):
 
 
 def test_vlmo_image_stage_trains_the_vision_side_before_vqa(tmp_path):
-    """`--vlmo_image_stage_epochs`: VLMo's image-only stage (VlmoForImageClassification on the training images' colour x
-    shape classes, sharing the backbone) runs before VQA: it changes the V-FFN experts and leaves the L-FFN (frozen by
-    `set_pretraining_stage("image")`) as MiniLM's."""
+    """`--vlmo_image_stage_epochs`: VLMo's image-only stage (VlmoForImageClassification on the training images' classes,
+    here `--vlmo_image_stage_label shape`, sharing the backbone) runs before VQA: it changes the V-FFN experts and
+    leaves the L-FFN (frozen by `set_pretraining_stage("image")`) as MiniLM's. With `--vlmo_absolute_positions` and
+    `--vlmo_layer_scale_init_value 0` (VLMo-Base-Plus's layout) the text positions are MiniLM's and there is no layer
+    scale."""
     import torch
     from safetensors.torch import load_file
     from transformers import AutoModel
@@ -103,8 +105,12 @@ def test_vlmo_image_stage_trains_the_vision_side_before_vqa(tmp_path):
         del args[index : index + 2]
     log = _run([sys.executable, str(SCRIPT), "--output_dir", str(output_dir), *args, "--vlmo_text_init",
                 "--text_num_layers", "2", "--max_steps", "1", "--learning_rate", "1e-12", "--vlmo_image_stage_epochs",
-                "1", "--vlmo_image_stage_learning_rate", "1e-2"], cwd=ROOT)  # fmt: skip
-    assert "VLMo image stage: 1 epochs on 64 training images (24 colour x shape classes)" in log
+                "1", "--vlmo_image_stage_learning_rate", "1e-2", "--vlmo_image_stage_label", "shape",
+                "--vlmo_absolute_positions", "--vlmo_layer_scale_init_value", "0"], cwd=ROOT)  # fmt: skip
+    assert "VLMo image stage: 1 epochs on 64 training images (3 shape classes)" in log
+    config = json.loads((output_dir / "config.json").read_text())
+    assert config["use_relative_position_bias"] is False and config["use_absolute_position_embeddings"] is True
+    assert config["layer_scale_init_value"] is None
     card = (output_dir / "README.md").read_text()
     assert "from_text_pretrained" in card and "image-only stage (1 epochs" in card
     weights = load_file(output_dir / "model.safetensors")
@@ -112,3 +118,7 @@ def test_vlmo_image_stage_trains_the_vision_side_before_vqa(tmp_path):
     dense = minilm.encoder.layer[0].intermediate.dense.weight
     torch.testing.assert_close(weights["vlmo.layers.0.text_expert.fc1.weight"], dense)  # frozen in the image stage
     assert not torch.allclose(weights["vlmo.layers.0.image_expert.fc1.weight"], dense)  # trained on images
+    rows = weights["vlmo.text_embeddings.position_embeddings.weight"].shape[0]
+    torch.testing.assert_close(weights["vlmo.text_embeddings.position_embeddings.weight"],
+                               minilm.embeddings.position_embeddings.weight[:rows])  # lr 1e-12 in VQA
+    assert not any(name.endswith("gamma_1") for name in weights)
