@@ -68,6 +68,10 @@ from hf_vl.training.caching import FrozenEncoderCache, ProcessedImageCache
 logger = logging.getLogger("run_vqa")
 
 
+# --vlmo_image_stage_label: a column of load_easy_vqa_captions -> what its classes are, for logs and the model card
+STAGE_CLASSES = {"caption": "colour x shape", "shape": "shape", "colour": "colour"}
+
+
 @dataclass
 class ModelArguments:
     model_name_or_path: str | None = field(
@@ -145,7 +149,7 @@ class ModelArguments:
     vlmo_image_stage_label: str = field(
         default="caption",
         metadata={"help": "vlmo: the image stage's classes: 'caption' (the 24 colour x shape captions), 'shape' or "
-                  "'colour' (one attribute of the caption set).", "choices": ["caption", "shape", "colour"]},
+                  "'colour' (one attribute of the caption set).", "choices": list(STAGE_CLASSES)},
     )
     vlmo_image_stage_learning_rate: float | None = field(
         default=None, metadata={"help": "vlmo: learning rate of the image stage (default: --learning_rate)."}
@@ -620,23 +624,20 @@ def build_switch_bert(args: ModelArguments, id2label):
                             qa_hidden_size=2 * args.hidden_size, classifier_dropout_prob=0.0)  # fmt: skip
 
 
-STAGE_CLASSES = {"caption": "colour x shape", "shape": "shape", "colour": "colour"}  # --vlmo_image_stage_label
-
-
 def vlmo_image_stage(model, processor, model_args: ModelArguments, data_args, training_args) -> dict:
     """VLMo's stagewise pre-training before VQA, its image-only stage (paper Sec. 3.3; the paper starts the vision
     expert from BEiT, whose masked image modelling needs the DALL-E tokenizer, unavailable offline): a
     `VlmoForImageClassification` sharing `model`'s Multiway Transformer classifies the *training* images into the
     classes of `--vlmo_image_stage_label` (a column of `load_easy_vqa_captions("train")`, derived from the training
-    questions: the 24 colour x shape captions, or the shape or the colour alone; test images are never seen) through the V-FFN path, training what `set_pretraining_stage("image")` trains (image
-    embeddings, shared self-attention, V-FFN); then every parameter is trainable again. Returns the stage's metrics
-    and, under `"trained_parameters"`, the names of the backbone parameters it trained (run_vqa then counts them as pretrained:
-    `--new_parameters_lr_multiplier` slows them down)."""
+    questions: the 24 colour x shape captions, or the shape or the colour alone; test images are never seen) through
+    the V-FFN path, training what `set_pretraining_stage("image")` trains (image embeddings, shared self-attention,
+    V-FFN); then every parameter is trainable again. Returns the names of the backbone parameters it trained: VQA
+    counts them as pretrained (`--new_parameters_lr_multiplier` slows them down)."""
     if model.config.model_type != "vlmo" or data_args.dataset_name is not None:
         raise ValueError("--vlmo_image_stage_epochs needs --model_type vlmo on easy-VQA (its caption classes).")
     captions = load_easy_vqa_captions("train")
     column = model_args.vlmo_image_stage_label
-    classes = sorted(set(captions[column]))  # all 24 classes, even when --max_train_samples keeps fewer images
+    classes = sorted(set(captions[column]))  # every class, even when --max_train_samples keeps fewer images
     if data_args.max_train_samples is not None:
         captions = captions.select(range(min(data_args.max_train_samples, len(captions))))
     label2id = {caption: index for index, caption in enumerate(classes)}
@@ -666,7 +667,7 @@ def vlmo_image_stage(model, processor, model_args: ModelArguments, data_args, tr
     print(f"VLMo image stage: {model_args.vlmo_image_stage_epochs:g} epochs on {len(captions)} training images "
           f"({len(classes)} {STAGE_CLASSES[column]} classes), train loss {result.training_loss:.4f}, "
           f"{result.metrics['train_runtime']:.0f} s")
-    return {**result.metrics, "trained_parameters": trained}
+    return trained
 
 
 def load_region_checkpoint(path):
@@ -720,10 +721,9 @@ def main():
         if model_args.model_type not in BUILDERS:
             raise ValueError(f"--model_type must be one of {sorted(BUILDERS)}, got {model_args.model_type!r}.")
         model, processor = BUILDERS[model_args.model_type](model_args, id2label)
+    image_stage_trained = set()  # backbone parameters the VLMo image stage trained
     if model_args.vlmo_image_stage_epochs > 0 and not model_args.model_name_or_path:
-        image_stage = vlmo_image_stage(model, processor, model_args, data_args, training_args)
-    else:
-        image_stage = {"trained_parameters": set()}
+        image_stage_trained = vlmo_image_stage(model, processor, model_args, data_args, training_args)
     if model_args.freeze_text_tower and hasattr(model.base_model, "text_model"):  # LXMERT's text layers are new
         for param in model.base_model.text_model.parameters():
             param.requires_grad = False
@@ -765,7 +765,7 @@ def main():
         pretrained_names = {name for name, _ in model.named_parameters() if name.startswith(prefix)}
     elif not model_args.model_name_or_path and model.config.model_type == "vlmo":  # --vlmo_text_init: MiniLM's weights
         # + what the image stage trained: the vision side is then pretrained too (as BEiT's is in the paper)
-        pretrained_names = pretrained_parameter_names(model) | image_stage["trained_parameters"]
+        pretrained_names = pretrained_parameter_names(model) | image_stage_trained
     if pretrained_names is None and not hasattr(model.base_model, "pretrained_parameter_names"):
         pretrained_names = set()  # no pretrained towers to single out: every parameter trains at --learning_rate
     optimizer = create_vl_optimizer(
@@ -774,6 +774,9 @@ def main():
         weight_decay=training_args.weight_decay,
         pretrained_names=pretrained_names,
     )
+    if training_args.process_index == 0:
+        print("Optimizer groups: " + ", ".join(f"{group['name']} {len(group['params'])} tensors at lr {group['lr']:g}"
+                                               for group in optimizer.param_groups))
     trainer = Trainer(
         model=model,
         args=training_args,
@@ -894,7 +897,8 @@ def model_card_fields(model, processor, model_args) -> dict:
                       f"and first {model_args.text_num_layers} layers: attention -> shared self-attention, FFN -> L-FFN, "
                       "V-FFN / VL-FFN copies of it; the vision side and the head new)"
                       + (f", then VLMo's image-only stage ({model_args.vlmo_image_stage_epochs:g} epochs of "
-                         f"{STAGE_CLASSES[model_args.vlmo_image_stage_label]} classification of the training images)" if model_args.vlmo_image_stage_epochs > 0 else "")
+                         f"{STAGE_CLASSES[model_args.vlmo_image_stage_label]} classification of the training images)"
+                         if model_args.vlmo_image_stage_epochs > 0 else "")
                       + ", then fine-tuned end to end.")
     elif config.model_type == "vlmo":
         provenance = ("Built from scratch with `VlmoForQuestionAnswering(VlmoConfig(...))` (every weight randomly "

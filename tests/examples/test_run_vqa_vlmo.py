@@ -4,6 +4,7 @@ from the saved folder to the same score."""
 
 import json
 import os
+import re
 import sys
 
 import pytest
@@ -122,3 +123,18 @@ def test_vlmo_image_stage_trains_the_vision_side_before_vqa(tmp_path):
     torch.testing.assert_close(weights["vlmo.text_embeddings.position_embeddings.weight"],
                                minilm.embeddings.position_embeddings.weight[:rows])  # lr 1e-12 in VQA
     assert not any(name.endswith("gamma_1") for name in weights)
+    # VQA's LR split: MiniLM's copies and everything the image stage trained (V-FFN included) are "pretrained"
+    import hf_vl
+
+    minilm.encoder.layer, minilm.config.num_hidden_layers = minilm.encoder.layer[:2], 2
+    vqa = hf_vl.VlmoForQuestionAnswering.from_text_pretrained(
+        minilm, vl_ffn_start_layer=1, image_size=32, patch_size=8, num_labels=13, layer_scale_init_value=None,
+        use_relative_position_bias=False, use_absolute_position_embeddings=True,
+    )  # fmt: skip
+    stage = hf_vl.VlmoForImageClassification(vqa.config)
+    stage.vlmo = vqa.vlmo
+    trained = {name.removeprefix("vlmo.") for name in stage.set_pretraining_stage("image") if name.startswith("vlmo.")}
+    copied = vqa.vlmo.pretrained_parameter_names()
+    assert "layers.0.image_expert.fc1.weight" in trained - copied
+    groups = dict(re.findall(r"(pretrained(?:_no_decay)?) (\d+) tensors at lr", log))
+    assert sum(map(int, groups.values())) == len(copied | trained), log
