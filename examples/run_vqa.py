@@ -154,6 +154,9 @@ class ModelArguments:
     vlmo_image_stage_learning_rate: float | None = field(
         default=None, metadata={"help": "vlmo: learning rate of the image stage (default: --learning_rate)."}
     )
+    vlmo_image_stage_batch_size: int | None = field(
+        default=None, metadata={"help": "vlmo: batch size of the image stage (default: --per_device_train_batch_size)."}
+    )
     vlmo_absolute_positions: bool = field(
         default=False,
         metadata={"help": "vlmo: VLMo-Base-Plus's position layout (learnable absolute text and image positions, no "
@@ -655,7 +658,7 @@ def vlmo_image_stage(model, processor, model_args: ModelArguments, data_args, tr
 
     stage_args = TrainingArguments(
         output_dir=os.path.join(training_args.output_dir, "image-stage"), num_train_epochs=model_args.vlmo_image_stage_epochs,
-        per_device_train_batch_size=training_args.per_device_train_batch_size,
+        per_device_train_batch_size=model_args.vlmo_image_stage_batch_size or training_args.per_device_train_batch_size,
         learning_rate=model_args.vlmo_image_stage_learning_rate or training_args.learning_rate,
         warmup_steps=min(training_args.warmup_steps, 20), weight_decay=training_args.weight_decay, save_strategy="no",
         report_to="none", logging_steps=training_args.logging_steps, disable_tqdm=training_args.disable_tqdm,
@@ -665,7 +668,8 @@ def vlmo_image_stage(model, processor, model_args: ModelArguments, data_args, tr
     for param in model.parameters():
         param.requires_grad_(True)
     print(f"VLMo image stage: {model_args.vlmo_image_stage_epochs:g} epochs on {len(captions)} training images "
-          f"({len(classes)} {STAGE_CLASSES[column]} classes), train loss {result.training_loss:.4f}, "
+          f"({len(classes)} {STAGE_CLASSES[column]} classes), {result.global_step} steps of batch "
+          f"{stage_args.per_device_train_batch_size}, train loss {result.training_loss:.4f}, "
           f"{result.metrics['train_runtime']:.0f} s")
     return trained
 

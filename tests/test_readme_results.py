@@ -43,3 +43,13 @@ def test_the_retrieval_benchmark_figures_in_the_readme_are_the_result_files():
     largest = max(scaling["rows"], key=lambda row: row["pairs"])
     ratio = largest["fusion_over_dual"]
     assert re.search(rf"\b{round(ratio)}x|\b{ratio}x", README), ratio
+
+
+EASY_VQA = [path for path in RESULTS if path.name.startswith("easy_vqa_")]
+
+
+@pytest.mark.parametrize("path", EASY_VQA, ids=[path.name for path in EASY_VQA])
+def test_every_easy_vqa_score_in_the_readme_is_its_result_file(path):
+    result = json.loads(path.read_text())
+    text = _paragraph_quoting(path.name)
+    assert f"{result['vqa_score']:.4f}" in text, f"README quotes a stale score for {path.name}"

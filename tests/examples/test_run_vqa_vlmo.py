@@ -107,8 +107,9 @@ def test_vlmo_image_stage_trains_the_vision_side_before_vqa(tmp_path):
     log = _run([sys.executable, str(SCRIPT), "--output_dir", str(output_dir), *args, "--vlmo_text_init",
                 "--text_num_layers", "2", "--max_steps", "1", "--learning_rate", "1e-12", "--vlmo_image_stage_epochs",
                 "1", "--vlmo_image_stage_learning_rate", "1e-2", "--vlmo_image_stage_label", "shape",
+                "--vlmo_image_stage_batch_size", "16",
                 "--vlmo_absolute_positions", "--vlmo_layer_scale_init_value", "0"], cwd=ROOT)  # fmt: skip
-    assert "VLMo image stage: 1 epochs on 64 training images (3 shape classes)" in log
+    assert "VLMo image stage: 1 epochs on 64 training images (3 shape classes), 4 steps of batch 16" in log
     config = json.loads((output_dir / "config.json").read_text())
     assert config["use_relative_position_bias"] is False and config["use_absolute_position_embeddings"] is True
     assert config["layer_scale_init_value"] is None

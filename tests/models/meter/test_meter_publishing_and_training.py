@@ -1,6 +1,7 @@
 """METER end to end: Hub publishing with code (local Hub server, fresh process without hf_vl), PEFT LoRA with the
-Trainer, METER's parameter groups, building from a real pretrained text encoder (all-MiniLM-L6-v2)."""
+Trainer, METER's parameter groups and fused optimizer, building from a real pretrained text encoder (all-MiniLM-L6-v2)."""
 
+import copy
 import json
 import os
 
@@ -12,7 +13,7 @@ from transformers import AutoModel, AutoTokenizer, Trainer, TrainingArguments
 
 from hf_vl import MeterConfig, MeterForQuestionAnswering, MeterImageProcessor, MeterProcessor
 from hf_vl.testing import hub_env, run_python
-from hf_vl.training import local_pretrained_path, vl_parameter_groups
+from hf_vl.training import create_vl_optimizer, local_pretrained_path, vl_parameter_groups
 
 TINY = dict(
     text_config=dict(model_type="bert", vocab_size=30522, hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
@@ -141,6 +142,30 @@ def test_parameter_groups_give_new_parameters_a_larger_learning_rate():
     assert by_param[id(names["classifier.3.bias"])]["weight_decay"] == 0.0
     assert by_param[id(names["classifier.3.weight"])]["weight_decay"] == 0.01
     assert sum(len(g["params"]) for g in groups) == len(names)
+
+
+def test_vl_optimizer_uses_the_fused_adamw_kernel_and_matches_the_per_tensor_update():
+    model = MeterForQuestionAnswering(MeterConfig(**TINY))
+    optimizer = create_vl_optimizer(model, learning_rate=1e-3)
+    assert optimizer.defaults["fused"] and all(group["fused"] for group in optimizer.param_groups)
+    assert not create_vl_optimizer(model, learning_rate=1e-3, fused=False).defaults["fused"]
+    # the same updates as torch's per-tensor loop (a plain network: no parameter with a vanishing gradient, such as
+    # an attention key bias, whose Adam step is rounding noise)
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.LayerNorm(16), torch.nn.GELU(), torch.nn.Linear(16, 3))
+    reference, initial = copy.deepcopy(net), dict(copy.deepcopy(net).named_parameters())
+    optimizers = [create_vl_optimizer(module, 1e-2, pretrained_names={"0.weight", "0.bias"}, fused=fused)
+                  for module, fused in ((net, None), (reference, False))]  # fmt: skip
+    assert optimizers[0].defaults["fused"] and [g["lr"] for g in optimizers[0].param_groups] == [5e-2, 5e-2, 1e-2, 1e-2]
+    inputs, targets = torch.randn(32, 8), torch.randint(0, 3, (32,))
+    for _ in range(5):
+        for module, opt in zip((net, reference), optimizers):
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(module(inputs), targets).backward()
+            opt.step()
+    for (name, actual), expected in zip(net.named_parameters(), reference.parameters()):
+        assert not torch.equal(actual, initial[name]), name  # trained
+        torch.testing.assert_close(actual, expected, rtol=1e-5, atol=1e-6, msg=name)
 
 
 def test_from_text_vision_pretrained_with_real_minilm():
