@@ -32,10 +32,9 @@ def _examples_module():
 
 @pytest.mark.parametrize("model_type, objectives", [("interbert", ("msm", "mrm", "itm")),
                                                     ("switch_bert", ("mlm", "mrm", "itm"))])  # fmt: skip
-def test_pretraining_logs_every_objective_and_evaluates_zero_shot_retrieval(model_type, objectives, tmp_path):
-    output_dir = tmp_path / model_type
-    _run([sys.executable, str(SCRIPT), "--model_type", model_type, "--output_dir", str(output_dir), "--max_steps", "30",
-          *ARGS], cwd=ROOT)  # fmt: skip
+def test_pretraining_logs_every_objective_and_evaluates_zero_shot_retrieval(model_type, objectives, pretraining_run,
+                                                                          tmp_path):
+    output_dir = pretraining_run(model_type)  # 30 steps of ARGS (tests/examples/conftest.py)
     results = json.loads((output_dir / "all_results.json").read_text())
     history = json.loads((output_dir / "trainer_state.json").read_text())["log_history"]
     for objective in objectives:

@@ -81,16 +81,12 @@ def test_caption_level_metrics_on_a_hand_built_similarity():
     assert Path(SCRIPT).is_file()
 
 
-def test_region_cross_encoder_zero_shot_and_multiple_choice_fine_tuning(tmp_path):
+def test_region_cross_encoder_zero_shot_and_multiple_choice_fine_tuning(pretraining_run, tmp_path):
     """InterBERT through run_retrieval.py: a run_pretraining.py folder evaluated as is is zero-shot retrieval (the same
     figures run_pretraining reports for it); 4-way multiple-choice fine-tuning runs from it with the Trainer, and the
     fine-tuned folder (saved with its code) evaluates again to the same figures. (Retrieval quality is measured by
     benchmarks/pretraining_zero_shot.py: at this size cross-modal matching needs more steps than a test can run.)"""
-    from test_run_pretraining import ARGS as PRETRAINING_ARGS
-
-    pretrained = tmp_path / "pretrained"
-    _run([sys.executable, str(ROOT / "examples" / "run_pretraining.py"), "--model_type", "interbert", "--output_dir",
-          str(pretrained), "--max_steps", "30", *PRETRAINING_ARGS], cwd=ROOT)  # fmt: skip
+    pretrained = pretraining_run("interbert")  # the pre-training test's run (tests/examples/conftest.py)
     pretraining = json.loads((pretrained / "all_results.json").read_text())
     common = ["--max_eval_samples", "192", "--report_to", "none", "--save_strategy", "no", "--use_cpu", "true",
               "--dataloader_num_workers", "0", "--seed", "0"]  # fmt: skip
@@ -104,10 +100,11 @@ def test_region_cross_encoder_zero_shot_and_multiple_choice_fine_tuning(tmp_path
 
     tuned_dir = tmp_path / "tuned"
     log = _run([sys.executable, str(SCRIPT), "--model_name_or_path", str(pretrained), "--output_dir", str(tuned_dir),
-                "--max_train_samples", "768", "--max_steps", "40", "--per_device_train_batch_size", "16",
-                "--learning_rate", "1e-3", "--warmup_steps", "4", *common], cwd=ROOT)  # fmt: skip
+                "--max_train_samples", "768", "--max_steps", "20", "--per_device_train_batch_size", "16",
+                "--learning_rate", "1e-3", "--warmup_steps", "4", *common, "--max_eval_samples", "96"],
+               cwd=ROOT)  # fmt: skip
     tuned = json.loads((tuned_dir / "retrieval_results.json").read_text())
-    assert tuned["zero_shot"] is False and tuned["train_loss"] > 0, log[-2000:]
+    assert tuned["zero_shot"] is False and tuned["train_loss"] > 0 and tuned["eval_num_images"] == 96, log[-2000:]
     assert 0 <= tuned["eval_i2t_r1"] <= tuned["eval_i2t_r5"] <= tuned["eval_i2t_r10"] <= 1
     assert {"modeling_interbert.py", "model.safetensors", "region_processor_config.json"} <= {
         path.name for path in tuned_dir.iterdir()}
@@ -115,7 +112,7 @@ def test_region_cross_encoder_zero_shot_and_multiple_choice_fine_tuning(tmp_path
     assert config["architectures"] == ["InterBertForImageAndTextRetrieval"]
     again = tmp_path / "again"
     _run([sys.executable, str(SCRIPT), "--model_name_or_path", str(tuned_dir), "--output_dir", str(again), "--do_eval",
-          *common], cwd=ROOT)  # fmt: skip
+          *common, "--max_eval_samples", "96"], cwd=ROOT)  # fmt: skip
     reloaded = json.loads((again / "retrieval_results.json").read_text())
     evaluated = {key: value for key, value in tuned.items() if key.startswith("eval_")}
     assert {key: reloaded[key] for key in evaluated} == pytest.approx(evaluated, abs=1e-6)
