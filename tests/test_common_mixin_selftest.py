@@ -5,6 +5,7 @@ on purpose and asserts that the matching check fails, so a check that cannot fai
 """
 
 import unittest
+from unittest import mock
 
 import torch
 from torch import nn
@@ -90,6 +91,12 @@ class BertMixinSelfTest(ModelTesterMixin, unittest.TestCase):
 
     def setUp(self):
         self.model_tester = TinyBertModelTester()
+        # transformers' classifier takes `**kwargs`, so the Trainer passes it `num_items_in_batch` and leaves its loss
+        # undivided under gradient accumulation, yet its loss is a batch mean: the mixin catches that
+        # (MixinCatchesBugsTest); here it runs with the contract declared, as hf_vl's heads declare it
+        patcher = mock.patch.object(BertForSequenceClassification, "accepts_loss_kwargs", False, create=True)
+        patcher.start()
+        self.addCleanup(patcher.stop)
 
 
 # --------------------------------------------------------------------------- deliberately broken models
@@ -188,6 +195,9 @@ class MixinCatchesBugsTest(unittest.TestCase):
         self.assert_check_fails(
             "test_all_parameters_receive_gradients", "match no parameter", parameters_without_grad_allowed=("nope",)
         )
+
+    def test_loss_ignoring_the_trainers_num_items_in_batch_is_caught(self):
+        self.assert_check_fails("test_loss_follows_the_trainers_gradient_accumulation_contract", "is ignored")
 
     def test_wrong_hidden_state_count_is_caught(self):
         self.assert_check_fails("test_hidden_states_output", "count", tester=BertTesterWithWrongCounts)

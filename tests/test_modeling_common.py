@@ -661,6 +661,35 @@ class ModelTesterMixin:
                 self.assertTrue(changed, "the optimizer step changed no parameter")
                 self.assertTrue(torch.isfinite(model(**inputs).loss), "loss non-finite after one step")
 
+    def test_loss_follows_the_trainers_gradient_accumulation_contract(self):
+        """The Trainer passes `num_items_in_batch` (the label count over all accumulation steps) to a model that
+        accepts loss kwargs (`accepts_loss_kwargs`, else a `forward(**kwargs)`) and then leaves its loss undivided:
+        such a loss must be normalised by `num_items_in_batch`. Any other model's loss is divided by the accumulation
+        steps, so it must be a per-batch mean that `num_items_in_batch` leaves alone."""
+        config, inputs_dict = self._config_and_inputs()
+        for model_class in self._classes_with_labels(inputs_dict):
+            with self.subTest(model_class=model_class.__name__):
+                model = self._make_model(model_class, config).eval()
+                parameters = inspect.signature(model.forward).parameters
+                var_keyword = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
+                if not var_keyword and "num_items_in_batch" not in parameters:
+                    continue  # nothing the Trainer could pass: it divides the loss by the accumulation steps
+                accepts = getattr(model, "accepts_loss_kwargs", var_keyword)  # the Trainer's own rule
+                inputs = self._prepare_for_class(inputs_dict, model_class, return_labels=True)
+                with torch.no_grad():
+                    torch.manual_seed(0)
+                    plain = model(**inputs).loss
+                    torch.manual_seed(0)
+                    few = model(**inputs, num_items_in_batch=torch.tensor(3)).loss
+                    torch.manual_seed(0)
+                    many = model(**inputs, num_items_in_batch=torch.tensor(6)).loss
+                if accepts:
+                    self.assertFalse(torch.allclose(few, many), "num_items_in_batch is ignored by a model that "
+                                                                "accepts loss kwargs: set accepts_loss_kwargs = False")
+                    self.assert_close(few, 2 * many, path="loss with num_items_in_batch 3 vs 6")
+                else:
+                    self.assert_close(plain, few, path="loss with num_items_in_batch (accepts_loss_kwargs = False)")
+
     # ------------------------------------------------------------------ 11. config and parameter count
 
     def test_num_parameters(self):

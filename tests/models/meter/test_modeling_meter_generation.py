@@ -1,6 +1,6 @@
 """Encoder-decoder METER (`MeterForConditionalGeneration`): common model checks, generation (greedy with and without
-the KV cache, beam search), tied embeddings, the two cross-attentions, Seq2SeqTrainer, masked patch classification
-with discrete codes."""
+the KV cache, beam search), tied embeddings, the two cross-attentions, the Trainer's gradient accumulation, masked
+patch classification with discrete codes."""
 
 import copy
 import tempfile
@@ -322,3 +322,39 @@ def test_patch_kmeans_tokenizer_fits_separates_and_round_trips(tmp_path):
     assert codes[0, 0, 0] != codes[1, 0, 0]
     tokenizer.save(tmp_path / "codebook.pt")
     assert torch.equal(PatchKMeansTokenizer.load(tmp_path / "codebook.pt")(edges), tokenizer(edges))
+
+
+def test_trainer_gradient_accumulation_makes_the_update_of_one_large_batch(tmp_path):
+    """transformers' Trainer, 2 accumulation steps of 2 examples vs 1 step of 4: the same SGD update. The Trainer passes
+    `num_items_in_batch` (target tokens of both steps) and leaves the loss undivided, so the decoder loss is the token
+    mean over the whole accumulated batch, not a mean per step (the micro-batches hold unequal token counts)."""
+    from transformers import Trainer, TrainingArguments
+
+    tester = MeterGenerationModelTester(None, tie=False)
+    tester.batch_size = 4
+    config, inputs = tester.prepare_config_and_inputs_for_common()
+    labels = torch.randint(4, tester.text_config["vocab_size"], (4, tester.target_length),
+                           generator=torch.Generator().manual_seed(3))  # fmt: skip
+    labels[0, 1:] = -100
+    labels[1, 3:] = -100  # 1, 3, 5 and 5 target tokens: every split into two pairs is unequal
+    columns = {**{k: v for k, v in inputs.items() if not k.startswith("decoder_")}, "labels": labels}
+    rows = [{key: value[index] for key, value in columns.items()} for index in range(4)]
+    torch.manual_seed(0)
+    initial = MeterForConditionalGeneration(config)
+    trained = {}
+    for batch_size, steps in ((4, 1), (2, 2)):
+        model = copy.deepcopy(initial)
+        args = TrainingArguments(
+            output_dir=str(tmp_path / f"batch{batch_size}"), per_device_train_batch_size=batch_size,
+            gradient_accumulation_steps=steps, max_steps=1, max_grad_norm=0.0, report_to="none", save_strategy="no",
+            use_cpu=True, dataloader_num_workers=0, seed=0, disable_tqdm=True,
+        )  # fmt: skip
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
+        trainer = Trainer(model=model, args=args, train_dataset=rows, optimizers=(optimizer, None))
+        assert trainer.model_accepts_loss_kwargs  # the path that passes num_items_in_batch
+        trainer.train()
+        trained[batch_size] = dict(model.named_parameters())
+    moved = [name for name, value in trained[4].items() if not torch.equal(value, dict(initial.named_parameters())[name])]
+    assert moved
+    for name in moved:
+        torch.testing.assert_close(trained[2][name], trained[4][name], rtol=1e-5, atol=1e-6, msg=name)

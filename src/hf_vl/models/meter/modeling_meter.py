@@ -1785,7 +1785,9 @@ class MeterForConditionalGeneration(MeterPreTrainedModel, GenerationMixin):
                 fusion module's output (what `generate()` computes once); the encoder inputs are then not needed,
                 except `attention_mask` (text padding) and `pixel_mask` (image padding) for the cross-attentions.
             cache (`EncoderDecoderCache`, *optional*): self- and cross-attention keys/values of earlier steps.
-            labels (`(batch_size, target_length)`, *optional*): target token ids, -100 where ignored.
+            labels (`(batch_size, target_length)`, *optional*): target token ids, -100 where ignored. The loss is
+                their mean cross-entropy; given `num_items_in_batch` (the `Trainer` passes the target-token count of
+                all gradient-accumulation steps), their summed cross-entropy divided by it.
             use_cache (`bool`, *optional*): return the (new or updated) cache; by default only when a `cache` is
                 passed (`generate()` sets it). Off when `labels` are given.
             Other arguments as in [`MeterModel.forward`].
@@ -1874,8 +1876,15 @@ class MeterForConditionalGeneration(MeterPreTrainedModel, GenerationMixin):
         logits = self.lm_head(hidden_states)
         loss = None
         if labels is not None:
-            loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(),
-                                   labels.to(logits.device).reshape(-1), ignore_index=-100)  # fmt: skip
+            # the Trainer passes `num_items_in_batch` (target tokens over the whole accumulated batch) and then leaves
+            # the loss undivided: a token mean over all accumulation steps, as transformers' seq2seq losses give
+            num_items_in_batch = kwargs.get("num_items_in_batch")
+            loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), labels.to(logits.device).reshape(-1),
+                                   ignore_index=-100, reduction="mean" if num_items_in_batch is None else "sum")  # fmt: skip
+            if num_items_in_batch is not None:
+                if torch.is_tensor(num_items_in_batch):
+                    num_items_in_batch = num_items_in_batch.to(loss.device)
+                loss = loss / num_items_in_batch
         return MeterSeq2SeqLMOutput(
             loss=loss,
             logits=logits,
