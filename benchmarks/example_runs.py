@@ -50,15 +50,16 @@ def main():
     start = time.time()
     subprocess.run(command, cwd=ROOT, env=env, check=True)
     wall = time.time() - start
+    retrieval_file = output_dir / "retrieval_results.json"  # run_retrieval.py's evaluation
+    retrieval = json.loads(retrieval_file.read_text()) if retrieval_file.is_file() else {}
     report = {
         "benchmark": f"{EXAMPLES[args.example]} at its default recipe",
-        "results": {**json.loads((output_dir / "all_results.json").read_text()),
-                    **json.loads(retrieval.read_text() if (retrieval := output_dir / "retrieval_results.json").is_file()
-                                 else "{}")},  # fmt: skip
+        "results": {**json.loads((output_dir / "all_results.json").read_text()), **retrieval},
         "wall_time_s": round(wall, 1),
         "command": f"python benchmarks/example_runs.py --example {args.example}  (= "
                    + " ".join([EXAMPLES[args.example], *command[2:]]) + ")",
-        "machine": {"cpus": os.cpu_count(), "cpu": cpu_model(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "machine": {"cpus": os.cpu_count(), "cpu": cpu_model(),
+                    "cpu_capability": torch.backends.cpu.get_cpu_capability(),
                     "torch_threads": torch.get_num_threads(), "platform": platform.platform(),
                     "torch": torch.__version__, "load_average_before": [round(x, 2) for x in load_before],
                     "load_average_after": [round(x, 2) for x in os.getloadavg()]},

@@ -205,7 +205,8 @@ def main():
         "command": ("make main  (= python benchmarks/main_job.py: " if args.recipe == "meter"
                     else f"python benchmarks/main_job.py --recipe {args.recipe}  (= ")
                    + " ".join(["examples/run_vqa.py", *command[2:]]) + ")",
-        "machine": {"cpus": os.cpu_count(), "cpu": cpu_model(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "machine": {"cpus": os.cpu_count(), "cpu": cpu_model(),
+                    "cpu_capability": torch.backends.cpu.get_cpu_capability(),
                     "torch_threads": torch.get_num_threads(), "platform": platform.platform(),
                     "torch": torch.__version__, "load_average_before": [round(x, 2) for x in load_before],
                     "load_average_after": [round(x, 2) for x in load_after]},

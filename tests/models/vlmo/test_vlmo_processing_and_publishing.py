@@ -88,6 +88,42 @@ def test_zero_shot_pipeline_of_transformers_with_a_saved_folder(processor, token
         assert result["score"] == pytest.approx(expected[result["label"]], abs=1e-5)
 
 
+def test_fill_mask_and_image_classification_pipelines_of_transformers_with_saved_folders(processor, tokenizer, tmp_path):
+    """The stage-2 text model and the image encoder as transformers' own pipelines see them: `fill-mask` through the
+    L-FFN path (`VlmoForMaskedLM`), `image-classification` through the V-FFN path (`VlmoForImageClassification`);
+    each pipeline's scores are the model's own softmax."""
+    from hf_vl import VlmoForImageClassification, VlmoForMaskedLM
+
+    config = dict(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                  intermediate_size=37, vl_ffn_start_layer=1, image_size=32, drop_path_rate=0.0,
+                  id2label={0: "circle", 1: "rectangle", 2: "triangle"},
+                  label2id={"circle": 0, "rectangle": 1, "triangle": 2})  # fmt: skip
+    torch.manual_seed(0)
+    mlm = VlmoForMaskedLM(VlmoConfig(**config)).eval()
+    save_for_hub(mlm, str(tmp_path / "mlm"), processor=processor)
+    fill = pipeline("fill-mask", model=str(tmp_path / "mlm"))
+    assert type(fill.model) is VlmoForMaskedLM
+    predictions = fill("a blue [MASK] .", top_k=3)
+    inputs = tokenizer("a blue [MASK] .", return_tensors="pt")
+    with torch.no_grad():
+        mask_position = inputs["input_ids"][0].tolist().index(tokenizer.mask_token_id)
+        probabilities = mlm(**inputs).logits[0, mask_position].softmax(-1)
+    top = probabilities.topk(3)
+    assert [p["token"] for p in predictions] == top.indices.tolist()
+    assert [p["score"] for p in predictions] == pytest.approx(top.values.tolist(), abs=1e-6)
+
+    classifier_model = VlmoForImageClassification(VlmoConfig(**config)).eval()
+    save_for_hub(classifier_model, str(tmp_path / "classifier"), processor=processor)
+    classify = pipeline("image-classification", model=str(tmp_path / "classifier"))
+    image = _image(4)
+    results = classify(image)
+    with torch.no_grad():
+        probabilities = classifier_model(**processor.image_processor(image, return_tensors="pt")).logits[0].softmax(-1)
+    expected = dict(zip(["circle", "rectangle", "triangle"], probabilities.tolist()))
+    assert [r["label"] for r in results] == sorted(expected, key=expected.get, reverse=True)
+    assert [r["score"] for r in results] == pytest.approx(sorted(expected.values(), reverse=True), abs=1e-6)
+
+
 def test_push_with_code_loads_with_trust_remote_code_in_fresh_process(local_hub, processor, tokenizer, tmp_path):
     repo = local_hub.new_repo_id("vlmo-retrieval")
     env = hub_env(local_hub, hf_home=tmp_path / "hf_home")
