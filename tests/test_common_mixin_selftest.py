@@ -131,6 +131,11 @@ class BertClassifierWithUnusedLayer(BertForSequenceClassification):
         self.post_init()
 
 
+class BertIgnoringResize(BertModel):
+    def resize_token_embeddings(self, *args, **kwargs):
+        return self.get_input_embeddings()
+
+
 class BertTesterWithWrongCounts(TinyBertModelTester):
     def expected_hidden_states(self, config, inputs_dict):
         count, shape = super().expected_hidden_states(config, inputs_dict)["hidden_states"]
@@ -198,6 +203,9 @@ class MixinCatchesBugsTest(unittest.TestCase):
 
     def test_loss_ignoring_the_trainers_num_items_in_batch_is_caught(self):
         self.assert_check_fails("test_loss_follows_the_trainers_gradient_accumulation_contract", "is ignored")
+
+    def test_ignored_resize_is_caught(self):
+        self.assert_check_fails("test_resize_token_embeddings", "!=", all_model_classes=(BertIgnoringResize,))
 
     def test_wrong_hidden_state_count_is_caught(self):
         self.assert_check_fails("test_hidden_states_output", "count", tester=BertTesterWithWrongCounts)

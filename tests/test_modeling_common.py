@@ -77,6 +77,7 @@ from dataclasses import fields, is_dataclass
 from typing import Any, NamedTuple
 
 import torch
+from torch import nn
 from transformers import AutoConfig, AutoModel, PretrainedConfig
 from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 from transformers.utils import ModelOutput
@@ -320,6 +321,63 @@ class ModelTesterMixin:
                 with torch.no_grad():
                     actual = reloaded.eval()(**inputs)
                 self.assert_close(expected, actual)
+
+    def test_resize_token_embeddings(self):
+        """`resize_token_embeddings` grows and shrinks the word table, the text config's `vocab_size` and any output
+        embeddings together (a tied decoder stays tied), and the model still runs on ids of the new size."""
+        config, inputs_dict = self._config_and_inputs()
+        for model_class in self.all_model_classes:
+            with self.subTest(model_class=model_class.__name__):
+                model = self._make_model(model_class, config).eval()
+                embeddings = model.get_input_embeddings()
+                self.assertIsInstance(embeddings, nn.Embedding, "get_input_embeddings() must return the word table")
+                size = embeddings.num_embeddings
+                tied = (model.get_output_embeddings() is not None
+                        and model.get_output_embeddings().weight is embeddings.weight)  # fmt: skip
+                for new_size in (size + 10, size - 3):
+                    model.resize_token_embeddings(new_size)
+                    self.assertEqual(model.get_input_embeddings().num_embeddings, new_size)
+                    self.assertEqual(model.config.get_text_config().vocab_size, new_size, "config vocab_size")
+                    output = model.get_output_embeddings()
+                    if output is not None:
+                        self.assertEqual(output.weight.shape[0], new_size, "output embeddings not resized")
+                        if tied:
+                            self.assertIs(output.weight, model.get_input_embeddings().weight, "untied by the resize")
+                    inputs = self._prepare_for_class(inputs_dict, model_class)
+                    if "input_ids" in inputs:
+                        inputs["input_ids"] = inputs["input_ids"].clamp(max=new_size - 1)
+                    with torch.no_grad():
+                        model(**inputs)
+
+    def test_load_with_a_different_number_of_labels(self):
+        """A head saved with `num_labels` classes loads with more through `ignore_mismatched_sizes=True` (the new
+        classifier freshly initialised, its logits of the new width) and refuses to load without it. A class whose
+        weights do not depend on `num_labels` (base model, LM, retrieval, choice or region scores) loads with any."""
+        config, inputs_dict = self._config_and_inputs()
+        more = config.num_labels + 3
+        labels = {"id2label": {i: f"class_{i}" for i in range(more)}, "label2id": {f"class_{i}": i for i in range(more)}}
+        wider_config = copy.deepcopy(config)
+        wider_config.update({"num_labels": more, **labels})
+        for model_class in self.all_model_classes:
+            with self.subTest(model_class=model_class.__name__), tempfile.TemporaryDirectory() as tmp:
+                model = self._make_model(model_class, config).eval()
+                wider = self._make_model(model_class, wider_config).state_dict()
+                has_classifier = any(tensor.shape != wider[name].shape for name, tensor in model.state_dict().items())
+                model.save_pretrained(tmp)
+                inputs = self._prepare_for_class(inputs_dict, model_class)
+                if not has_classifier:
+                    _, info = model_class.from_pretrained(tmp, num_labels=more, output_loading_info=True, **labels)
+                    self.assertFalse(info["mismatched_keys"] or info["missing_keys"], info)
+                    continue
+                with self.assertRaises(RuntimeError):
+                    model_class.from_pretrained(tmp, num_labels=more, **labels)
+                reloaded, info = model_class.from_pretrained(tmp, num_labels=more, ignore_mismatched_sizes=True,
+                                                             output_loading_info=True, **labels)  # fmt: skip
+                self.assertTrue(info["mismatched_keys"], "no mismatched key reported")
+                with torch.no_grad():
+                    logits = reloaded.eval()(**inputs).logits
+                self.assertEqual(logits.shape[-1], more)
+                self.assertTrue(torch.isfinite(logits).all(), "non-finite logits from the new classifier")
 
     # ------------------------------------------------------------------ 2. Auto classes, base <-> head
 
