@@ -30,6 +30,8 @@ Test-class attributes (defaults are the strict choice)
 ``custom_init_parameters = {}``        ``{regex: expected_mean | None}``: parameters/buffers whose value under a
                                        zero-init config is neither mean 0 nor 1 (``None``: finiteness only).
 ``batching_equivalence_ignore = ()``   output fields that mix samples (e.g. an in-batch similarity matrix).
+``bfloat16_close_to_float32 = True``   False where a discrete decision (hard routing) may flip under bf16
+                                       rounding: the bf16 load is then checked for dtype and finiteness only.
 
 Override point: ``_prepare_for_class(self, inputs_dict, model_class, return_labels=False)`` turns the
 common inputs into one class's forward kwargs (e.g. expand to ``(B, num_choices, L)`` for multiple choice).
@@ -170,6 +172,7 @@ class ModelTesterMixin:
     parameters_without_grad_allowed: tuple[str, ...] = ()
     custom_init_parameters: dict[str, float | None] = {}
     batching_equivalence_ignore: tuple[str, ...] = ()
+    bfloat16_close_to_float32 = True
 
     # ------------------------------------------------------------------ helpers
 
@@ -378,6 +381,34 @@ class ModelTesterMixin:
                     logits = reloaded.eval()(**inputs).logits
                 self.assertEqual(logits.shape[-1], more)
                 self.assertTrue(torch.isfinite(logits).all(), "non-finite logits from the new classifier")
+
+    def test_from_pretrained_in_bfloat16_with_a_device_map(self):
+        """`from_pretrained(folder, dtype=torch.bfloat16, device_map="auto")` (accelerate's dispatch): every floating
+        weight outside `_keep_in_fp32_modules` is bf16, and the bf16 forward on bf16 inputs stays finite and close to
+        the fp32 one (relative to the output's scale)."""
+        config, inputs_dict = self._config_and_inputs()
+        for model_class in self.all_model_classes:
+            with self.subTest(model_class=model_class.__name__), tempfile.TemporaryDirectory() as tmp:
+                model = self._make_model(model_class, config).eval()
+                model.save_pretrained(tmp)
+                half = model_class.from_pretrained(tmp, dtype=torch.bfloat16, device_map="auto").eval()
+                keep = tuple(getattr(half, "_keep_in_fp32_modules", None) or ())
+                wrong = [name for name, param in half.named_parameters()
+                         if param.dtype != torch.bfloat16 and not any(module in name for module in keep)]  # fmt: skip
+                self.assertEqual(wrong, [], "parameters not loaded in bfloat16")
+                inputs = self._prepare_for_class(inputs_dict, model_class)
+                half_inputs = {key: value.to(torch.bfloat16) if torch.is_tensor(value) and value.is_floating_point()
+                               else value for key, value in inputs.items()}  # fmt: skip
+                with torch.no_grad():
+                    expected, actual = model(**inputs), half(**half_inputs)
+                for key, value in expected.items():
+                    if not torch.is_tensor(value) or not value.is_floating_point():
+                        continue
+                    low = actual[key].float()
+                    self.assertTrue(torch.isfinite(low).all(), f"{key}: non-finite in bfloat16")
+                    if self.bfloat16_close_to_float32:
+                        scale = value.abs().max().clamp(min=1.0)
+                        self.assertLess(((low - value).abs().max() / scale).item(), 0.1, f"{key}: bf16 far from fp32")
 
     # ------------------------------------------------------------------ 2. Auto classes, base <-> head
 

@@ -139,6 +139,9 @@ class SwitchBertModelTest(ModelTesterMixin, unittest.TestCase):
     auto_class_mapping = AUTO_CLASSES
     # the referring-expression head reads the region states, not the poolers
     parameters_without_grad_allowed = (r"^switch_bert\.(text|image)_pooler\.",)
+    # eval routing is an argmax over the switchers' logits: bf16 rounding flips near-ties of the random tiny model
+    # (then a whole layer attends another way); the plain model below is compared with fp32
+    bfloat16_close_to_float32 = False
 
     def setUp(self):
         self.model_tester = SwitchBertModelTester(self)
@@ -266,6 +269,16 @@ def test_route_soft_hard_top_k():
     torch.manual_seed(0)
     _, cold, _ = route(logits.detach(), "auto", training=True, temperature=0.01, top_k=4)
     assert (cold.max(-1).values > 0.99).all()
+
+
+def test_routing_of_bf16_logits_runs_in_float32():
+    """Near-equal switcher logits in a bf16 model: a bf16 softmax would round their probabilities into a tie (argmax ->
+    the first mode); routing in float32 picks the largest logit, as the fp32 model does, and returns bf16 weights."""
+    logits = torch.tensor([[0.0, 0.001, 0.003, 0.002]], dtype=torch.bfloat16)
+    assert logits.softmax(-1).unique().numel() == 1  # the tie a bf16 softmax makes
+    probs, weights, choice = route(logits, "auto", training=False, temperature=1.0, top_k=4)
+    assert choice.tolist() == [2] and probs.dtype == weights.dtype == torch.bfloat16
+    assert torch.equal(weights, F.one_hot(torch.tensor([2]), 4).to(torch.bfloat16))
 
 
 def test_training_routing_is_soft_with_top_k_and_eval_is_hard():

@@ -212,8 +212,12 @@ def route(logits: torch.Tensor, routing: str, training: bool, temperature: float
     - soft (eval, `routing="soft"`): `softmax(logits)` reduced to its top-K, without noise;
     - hard: one-hot argmax (Eq. 8): the noisy sample's argmax in training (straight-through), `argmax(logits)` in eval.
 
-    `choice` = `argmax(weights)`.
+    `choice` = `argmax(weights)`. The routing runs in float32 whatever the model's dtype (a bf16 softmax rounds
+    near-equal probabilities into exact ties, which the argmax then breaks towards the first choice); `probs` and
+    `weights` come back in the logits' dtype.
     """
+    dtype = logits.dtype
+    logits = logits.float()
     probs = logits.softmax(-1)
     num_choices = logits.shape[-1]
     hard = routing == "hard" or (routing == "auto" and not training)
@@ -232,7 +236,7 @@ def route(logits: torch.Tensor, routing: str, training: bool, temperature: float
         weights = kept / kept.sum(-1, keepdim=True)
     else:
         weights = soft
-    return probs, weights, weights.argmax(-1)
+    return probs.to(dtype), weights.to(dtype), weights.argmax(-1)
 
 
 def attention_mode_table(text_length: int, total_length: int, device) -> torch.Tensor:
