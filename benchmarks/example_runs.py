@@ -12,14 +12,12 @@ the machine and its load.
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-import torch
-from main_job import cpu_model  # benchmarks/ is on sys.path when a script here runs
+from main_job import machine_record  # benchmarks/ is on sys.path when a script here runs
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = {"referring_expression": "examples/run_referring_expression.py",
@@ -58,11 +56,7 @@ def main():
         "wall_time_s": round(wall, 1),
         "command": f"python benchmarks/example_runs.py --example {args.example}  (= "
                    + " ".join([EXAMPLES[args.example], *command[2:]]) + ")",
-        "machine": {"cpus": os.cpu_count(), "cpu": cpu_model(),
-                    "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-                    "torch_threads": torch.get_num_threads(), "platform": platform.platform(),
-                    "torch": torch.__version__, "load_average_before": [round(x, 2) for x in load_before],
-                    "load_average_after": [round(x, 2) for x in os.getloadavg()]},
+        "machine": machine_record(load_before, os.getloadavg()),
         "date": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
     results_file = ROOT / "benchmarks" / "results" / f"{args.example}.json"

@@ -112,6 +112,14 @@ def cpu_model() -> str:
     return names[0] if names else platform.processor() or platform.machine()
 
 
+def machine_record(load_before, load_after) -> dict:
+    """The `machine` field of a result file: CPU, its vector unit, threads, platform, torch and the load average."""
+    return {"cpus": os.cpu_count(), "cpu": cpu_model(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "torch_threads": torch.get_num_threads(), "platform": platform.platform(), "torch": torch.__version__,
+            "load_average_before": [round(x, 2) for x in load_before],
+            "load_average_after": [round(x, 2) for x in load_after]}  # fmt: skip
+
+
 def score_per_type(output_dir: Path, batch_size: int = 256) -> dict:
     from transformers import AutoModelForVisualQuestionAnswering, AutoProcessor
 
@@ -205,11 +213,7 @@ def main():
         "command": ("make main  (= python benchmarks/main_job.py: " if args.recipe == "meter"
                     else f"python benchmarks/main_job.py --recipe {args.recipe}  (= ")
                    + " ".join(["examples/run_vqa.py", *command[2:]]) + ")",
-        "machine": {"cpus": os.cpu_count(), "cpu": cpu_model(),
-                    "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-                    "torch_threads": torch.get_num_threads(), "platform": platform.platform(),
-                    "torch": torch.__version__, "load_average_before": [round(x, 2) for x in load_before],
-                    "load_average_after": [round(x, 2) for x in load_after]},
+        "machine": machine_record(load_before, load_after),
         "date": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
     if not args.skip_rescore:  # the saved Hub-ready folder, loaded back, must give the same answers

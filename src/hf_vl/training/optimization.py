@@ -86,8 +86,9 @@ def create_vl_optimizer(
     `Trainer(..., optimizers=(optimizer, None))` and the Trainer adds its scheduler.
 
     `fused=None` picks torch's fused AdamW kernel when every trainable parameter is a floating-point tensor on a
-    device that has one (CPU, CUDA, XPU): on CPU plain `torch.optim.AdamW` falls back to its per-tensor loop, about
-    5x slower per step for a small model (`benchmarks/` recipes); `fused=False` keeps torch's default choice."""
+    device that has one (CPU, CUDA, XPU), as the Trainer's default `adamw_torch_fused` does: on CPU plain
+    `torch.optim.AdamW` falls back to its per-tensor loop, several times slower per step for a small model.
+    `fused=False` keeps torch's default choice."""
     groups = vl_parameter_groups(model, learning_rate, new_parameters_lr_multiplier, weight_decay, pretrained_names)
     if fused is None:
         fused = all(

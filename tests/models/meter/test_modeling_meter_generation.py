@@ -354,7 +354,8 @@ def test_trainer_gradient_accumulation_makes_the_update_of_one_large_batch(tmp_p
         assert trainer.model_accepts_loss_kwargs  # the path that passes num_items_in_batch
         trainer.train()
         trained[batch_size] = dict(model.named_parameters())
-    moved = [name for name, value in trained[4].items() if not torch.equal(value, dict(initial.named_parameters())[name])]
+    start = dict(initial.named_parameters())
+    moved = [name for name, value in trained[4].items() if not torch.equal(value, start[name])]
     assert moved
     for name in moved:
         torch.testing.assert_close(trained[2][name], trained[4][name], rtol=1e-5, atol=1e-6, msg=name)
